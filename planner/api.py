@@ -1,0 +1,81 @@
+"""The documented Python functions behind the CLI (usable from notebooks).
+
+    post = fit_runs("runs.csv", law="additive")            # -> Posterior (optionally saved)
+    pred = predict_file(post_dir, "design.csv", "pred.csv")
+    rec  = optimum_file(post_dir, N=7e9, D=1.5e11, out="opt.json")
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from planner.errors import InputError
+from planner.inference import fit
+from planner.optimum import recommend
+from planner.posterior import Posterior
+from planner.runs import load_runs
+
+
+def _read_table(path) -> pd.DataFrame:
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"file not found: {p}")
+    try:
+        return pd.read_parquet(p) if p.suffix.lower() in (".parquet", ".pq") else pd.read_csv(p)
+    except Exception as e:  # noqa: BLE001
+        raise InputError(f"cannot read {p}: {str(e).splitlines()[0]}") from None
+
+
+def write_json_atomic(path, obj) -> None:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(p.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    tmp.replace(p)
+
+
+def fit_runs(runs, law: str = "additive", targets=None, method: str = "nuts", out=None,
+             seed: int = 0, **fit_kwargs) -> Posterior:
+    """Load a runs table (path), fit ``law`` per target, save to ``out`` when given."""
+    table = load_runs(runs, targets=targets)
+    post = fit(table, law=law, targets=targets, method=method, seed=seed, **fit_kwargs)
+    if out is not None:
+        post.save(out)
+    return post
+
+
+def load_posterior(path) -> Posterior:
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"posterior directory not found: {p}")
+    return Posterior.load(p)
+
+
+def predict_file(posterior, design, out, seed: int = 0) -> pd.DataFrame:
+    post = posterior if isinstance(posterior, Posterior) else load_posterior(posterior)
+    df = _read_table(design)
+    pred = post.predict(df, seed=seed)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    pred.to_csv(out, index=False)
+    return pred
+
+
+def optimum_file(posterior, N: float, D: float, target_weights=None, out=None,
+                 seed: int = 0) -> dict:
+    post = posterior if isinstance(posterior, Posterior) else load_posterior(posterior)
+    rec = recommend(post, N, D, target_weights=target_weights, seed=seed)
+    if out is not None:
+        write_json_atomic(out, rec)
+    return rec
+
+
+def check_file(runs, law: str = "additive", targets=None, method: str = "nuts", seed: int = 0,
+               **fit_kwargs) -> dict:
+    """Calibration check (fit all but the largest scale, predict it); see ``planner.calibration``."""
+    from planner.calibration import holdout_check
+
+    tl = [t.strip() for t in targets.split(",")] if isinstance(targets, str) else targets
+    table = load_runs(runs, targets=tl)
+    return holdout_check(table, law=law, targets=tl, method=method, seed=seed, **fit_kwargs)

@@ -1,0 +1,176 @@
+"""The optimal mixture: exponentiated-gradient mirror descent on the simplex, vmapped over draws.
+
+``mirror_descent(objective)`` returns a pure function h0 -> h* for one objective f(h) (any JAX
+function of a (k,) weight vector). Steps are normalised by the gradient's range, the step size
+decays geometrically (so weights that should vanish fall below 1e-30), and a final "face polish"
+sets weights below ``FACE_TOL`` to exactly 0 whenever that does not raise the objective: optima on
+faces of the simplex are reachable. Optional per-domain bounds lo <= h <= hi (``min_weight``,
+data caps h_i <= max_epochs * tokens_i / D*) are enforced by the KL (Bregman) projection, which
+for box constraints on the simplex is "clip, then rescale the free coordinates" to a fixed point.
+
+``recommend(posterior, N, D, target_weights)`` is the decision: for each draw its own optimum
+h*_s, the Bayes choice h_B = argmin_h E_s[L_s(h)], the posterior of h*, the predicted loss at h_B
+with a 90 % interval, and the expected excess loss E_s[L_s(h_B) - L_s(h*_s)].
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from planner.errors import InputError
+from planner.laws import get_law, scale_inputs
+
+STEPS = 400
+LR0, LR1 = 1.0, 1e-3
+FACE_TOL = 1e-4
+
+
+def project(h, lo=None, hi=None, iters: int = 30):
+    """KL projection of a positive vector onto {sum h = 1, lo <= h <= hi}."""
+    h = h / jnp.sum(h)
+    if lo is None and hi is None:
+        return h
+    lo = jnp.zeros_like(h) if lo is None else lo
+    hi = jnp.ones_like(h) if hi is None else hi
+
+    def body(_, x):
+        x = jnp.clip(x, lo, hi)
+        fixed = (x <= lo) | (x >= hi)
+        free_mass = jnp.sum(jnp.where(fixed, 0.0, x))
+        target = 1.0 - jnp.sum(jnp.where(fixed, x, 0.0))
+        scale = jnp.where(free_mass > 0, target / jnp.maximum(free_mass, 1e-300), 1.0)
+        return jnp.where(fixed, x, x * scale)
+
+    return jax.lax.fori_loop(0, iters, body, h)
+
+
+def mirror_descent(objective, steps: int = STEPS, lo=None, hi=None):
+    """Return solve(h0) -> h minimising ``objective`` on the (bounded) simplex."""
+    grad = jax.grad(objective)
+    decay = (LR1 / LR0) ** (1.0 / max(steps - 1, 1))
+
+    def step(carry, t):
+        h = carry
+        g = grad(h)
+        g = jnp.where(jnp.isfinite(g), g, 0.0)
+        span = jnp.max(g) - jnp.min(g)
+        eta = LR0 * decay ** t / jnp.maximum(span, 1e-12)
+        h_new = h * jnp.exp(-eta * (g - jnp.min(g)))
+        h_new = jnp.maximum(h_new, 1e-300)
+        return project(h_new, lo, hi), None
+
+    def polish(h):
+        floor = jnp.zeros_like(h) if lo is None else lo
+        snapped = project(jnp.where(h < FACE_TOL, floor, h), lo, hi)
+        better = objective(snapped) <= objective(h) + 1e-12 * jnp.abs(objective(h))
+        return jnp.where(better, snapped, h)
+
+    def solve(h0):
+        h, _ = jax.lax.scan(step, project(h0, lo, hi), jnp.arange(steps))
+        return polish(h)
+
+    return solve
+
+
+def weighted_loss_fn(law_name: str, logn, logd, weights: jnp.ndarray):
+    """f(params_by_target, h) = sum_t w_t L_t(h) at one (logn, logd)."""
+    law = get_law(law_name)
+
+    def f(params_list, h):
+        return sum(w * law.point(p, logn, logd, h) for w, p in zip(weights, params_list))
+
+    return f
+
+
+def _check_weights(posterior, target_weights):
+    if not target_weights:
+        target_weights = {t: 1.0 for t in posterior.targets[:1]} if len(posterior.targets) == 1 \
+            else {t: 1.0 / len(posterior.targets) for t in posterior.targets}
+    for t, w in target_weights.items():
+        if t not in posterior.targets:
+            raise InputError(f"unknown target {t!r} in target weights; the posterior has "
+                             f"{', '.join(posterior.targets)}")
+        if not np.isfinite(w) or w < 0:
+            raise InputError(f"target weight for {t!r} must be >= 0, got {w}")
+    if sum(target_weights.values()) <= 0:
+        raise InputError("target weights must not all be zero")
+    return target_weights
+
+
+def optimum_draws(posterior, N: float, D: float, target_weights=None, lo=None, hi=None,
+                  max_draws: int | None = None):
+    """Per-draw optima and the Bayes choice.
+
+    Returns dict with h_star (S, k), loss_at_star (S,), h_bayes (k,), loss_at_bayes (S,) (law
+    values, weighted over targets)."""
+    if not (np.isfinite(N) and np.isfinite(D) and N > 0 and D > 0):
+        raise InputError(f"target budget must have positive N and D, got N={N}, D={D}")
+    tw = _check_weights(posterior, target_weights)
+    names = list(tw)
+    w = jnp.asarray([tw[t] for t in names], dtype=jnp.float64)
+    logn, logd = scale_inputs(N, D)
+    params = [posterior[t].law_params(posterior.law) for t in names]
+    S = min(posterior[t].n_draws for t in names)
+    if max_draws:
+        S = min(S, max_draws)
+    params = [{k: v[:S] for k, v in p.items()} for p in params]
+    f = weighted_loss_fn(posterior.law, logn, logd, w)
+    k = len(posterior.domains)
+    lo_ = None if lo is None else jnp.asarray(lo, dtype=jnp.float64)
+    hi_ = None if hi is None else jnp.asarray(hi, dtype=jnp.float64)
+    h0 = jnp.full((k,), 1.0 / k)
+
+    @jax.jit
+    def per_draw(p_list):
+        solve = mirror_descent(lambda h: f(p_list, h), lo=lo_, hi=hi_)
+        h = solve(h0)
+        return h, f(p_list, h)
+
+    h_star, l_star = jax.vmap(per_draw)(params)
+
+    def expected(h):
+        return jnp.mean(jax.vmap(lambda p: f(p, h))(params))
+
+    h_bayes = jax.jit(mirror_descent(expected, lo=lo_, hi=hi_))(h0)
+    l_bayes = jax.vmap(lambda p: f(p, h_bayes))(params)
+    out = {"h_star": np.asarray(h_star), "loss_at_star": np.asarray(l_star),
+           "h_bayes": np.asarray(h_bayes), "loss_at_bayes": np.asarray(l_bayes),
+           "targets": names, "weights": np.asarray(w)}
+    if not (np.all(np.isfinite(out["h_star"])) and np.all(np.isfinite(out["loss_at_bayes"]))):
+        from planner.errors import FitError
+        raise FitError("the optimum is not finite for some posterior draws")
+    return out
+
+
+def recommend(posterior, N: float, D: float, target_weights: dict | None = None, seed: int = 0,
+              lo=None, hi=None, interval: float = 0.9) -> dict:
+    """The recommendation in the ``planner optimum`` JSON format (DESIGN.md section 3).
+
+    mean/lo/hi: posterior mean and 90 % credible bounds of each domain's optimal weight h*_i.
+    recommended: the Bayes choice (minimises posterior expected loss); loss: its predicted target
+    loss (mean; lo/hi a 90 % predictive interval including discrepancy and noise);
+    expected_excess_loss: E_s[L_s(recommended) - L_s(h*_s)] (>= 0)."""
+    od = optimum_draws(posterior, N, D, target_weights, lo=lo, hi=hi)
+    q = (1 - interval) / 2
+    doms = posterior.domains
+    hs = od["h_star"]
+    # predictive interval of the weighted target loss at the recommendation
+    H = od["h_bayes"][None, :]
+    pred = 0.0
+    for i, (t, wt) in enumerate(zip(od["targets"], od["weights"])):
+        d = posterior.predictive_draws(t, np.array([N]), np.array([D]), H, seed=seed + i)[:, 0]
+        pred = pred + wt * d[: len(od["loss_at_bayes"])]
+    excess = od["loss_at_bayes"] - od["loss_at_star"]
+    return {
+        "mean": {d: float(v) for d, v in zip(doms, hs.mean(axis=0))},
+        "lo": {d: float(v) for d, v in zip(doms, np.quantile(hs, q, axis=0))},
+        "hi": {d: float(v) for d, v in zip(doms, np.quantile(hs, 1 - q, axis=0))},
+        "loss": {"mean": float(np.mean(od["loss_at_bayes"])),
+                 "lo": float(np.quantile(pred, q)), "hi": float(np.quantile(pred, 1 - q))},
+        "expected_excess_loss": float(np.mean(np.maximum(excess, 0.0))),
+        "recommended": {d: float(v) for d, v in zip(doms, od["h_bayes"])},
+        "target": {"N": float(N), "D": float(D)},
+        "target_weights": {t: float(w) for t, w in zip(od["targets"], od["weights"])},
+        "n_draws": int(hs.shape[0]),
+    }

@@ -1,0 +1,77 @@
+"""Mirror descent against a brute-force simplex grid (k = 3), faces, bounds, recommend()."""
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from planner.laws import get_law, scale_inputs
+from planner.optimum import mirror_descent, project
+from tests.sim import TRUE_ADDITIVE, TRUE_JOINT, as_jax
+
+M = 300  # grid resolution: spacing 1/300, so the grid optimum is within ~0.003 of the true one
+
+
+def simplex_grid(m=M):
+    i, j = np.meshgrid(np.arange(m + 1), np.arange(m + 1), indexing="ij")
+    keep = i + j <= m
+    return np.stack([i[keep], j[keep], m - i[keep] - j[keep]], 1) / m
+
+
+def brute(law, p, logn, logd, lo=None, hi=None):
+    G = simplex_grid()
+    if lo is not None:
+        G = G[(G >= np.asarray(lo) - 1e-12).all(1)]
+    if hi is not None:
+        G = G[(G <= np.asarray(hi) + 1e-12).all(1)]
+    v = np.asarray(law.predict(p, jnp.full(len(G), logn), jnp.full(len(G), logd), jnp.asarray(G)))
+    return G[v.argmin()], v.min()
+
+
+CASES = [
+    ("additive", TRUE_ADDITIVE, 0.0, 0.0),
+    # a domain with g > 1 and small C: its optimal weight is exactly 0 (a face)
+    ("additive", {**TRUE_ADDITIVE, "C": [2.0, 5.0, 1.0], "g": [0.3, 0.6, 1.8]}, 0.0, 0.0),
+    ("joint", TRUE_JOINT, 2.0, 1.5),
+    ("joint", {**TRUE_JOINT, "CA": [0.1, 2.5, 0.4], "gA": 1.5}, 3.0, 2.0),
+]
+
+
+@pytest.mark.parametrize("name,truth,logn,logd", CASES)
+def test_mirror_descent_matches_brute_force(name, truth, logn, logd):
+    law = get_law(name)
+    p = as_jax(truth)
+    h = np.asarray(mirror_descent(lambda x: law.point(p, logn, logd, x))(jnp.full(3, 1 / 3)))
+    gh, gv = brute(law, p, logn, logd)
+    val = float(law.point(p, logn, logd, jnp.asarray(h)))
+    # mirror descent is continuous, the grid is not: it must be at least as good as the grid
+    # optimum (up to float noise) and within one grid cell of it
+    assert val <= gv + 1e-12
+    np.testing.assert_allclose(h, gh, atol=2.0 / M)
+    assert abs(h.sum() - 1) < 1e-12 and (h >= 0).all()
+
+
+def test_face_optimum_has_exact_zero():
+    law = get_law("additive")
+    p = as_jax(CASES[1][1])
+    h = np.asarray(mirror_descent(lambda x: law.point(p, 0.0, 0.0, x))(jnp.full(3, 1 / 3)))
+    assert h[2] == 0.0
+
+
+def test_bounded_simplex_matches_brute_force():
+    law = get_law("additive")
+    p = as_jax(TRUE_ADDITIVE)
+    lo, hi = np.array([0.05, 0.0, 0.0]), np.array([1.0, 0.4, 1.0])
+    h = np.asarray(mirror_descent(lambda x: law.point(p, 0.0, 0.0, x),
+                                  lo=jnp.asarray(lo), hi=jnp.asarray(hi))(jnp.full(3, 1 / 3)))
+    gh, gv = brute(law, p, 0.0, 0.0, lo, hi)
+    assert (h >= lo - 1e-9).all() and (h <= hi + 1e-9).all()
+    assert float(law.point(p, 0.0, 0.0, jnp.asarray(h))) <= gv + 1e-12
+    np.testing.assert_allclose(h, gh, atol=2.0 / M)
+
+
+def test_projection_is_feasible():
+    x = jnp.array([5.0, 1.0, 0.1, 0.01])
+    hi = jnp.array([0.3, 1.0, 1.0, 1.0])
+    lo = jnp.array([0.0, 0.0, 0.0, 0.05])
+    h = np.asarray(project(x, lo, hi))
+    assert abs(h.sum() - 1) < 1e-12
+    assert h[0] == pytest.approx(0.3) and h[3] >= 0.05 - 1e-12
