@@ -1,0 +1,288 @@
+"""Acquisition: which runs most reduce the decision uncertainty about h*(N*, D*), per FLOP.
+
+The quantity we buy down is the posterior **expected excess loss** of the Bayes choice,
+
+    EEL(w) = min_j sum_s w_s L_s(h_j) - sum_s w_s L_s(h*_s),
+
+over posterior draws s (weights w, uniform now) and a decision set {h_j} made of the draws' own
+optima h*_s plus the current Bayes choice (the minimum over this set is the Bayes choice among
+mixtures some draw finds optimal; it is exact when w sits on one draw). Everything at the target
+(N*, D*) is precomputed once per planning step: Lmat (S, J) and L*(S,).
+
+A candidate run x = (N, D, h) is scored by simulating its outcome y from the posterior
+predictive (M fantasies with common random numbers: fantasy m comes from draw s_m with noise
+eps_m, the same for every candidate), reweighting the draws by the likelihood p(y | theta_s)
+(importance reweighting, no refit), and averaging the resulting EEL:
+
+    score(x) = E_m[EEL(w_pending,m)] - E_m[EEL(w_pending,m * p(y_xm | theta))]      (>= 0)
+
+Pending runs (in flight or already chosen in this batch) enter through w_pending: their
+fantasies are drawn jointly with the candidate's from the same s_m, so a batch never pays twice
+for the same information. Cost-awareness is a wrapper (``per_cost``), and choosing a batch
+(``select_batch``: greedy, conditioning on each pick) is separate from scoring.
+
+Shapes: candidates C, fantasies M, draws S, decisions J, targets T, domains k.
+``score_candidates`` takes (C,) N, D and (C, k) H and returns (C,) scores in one vectorised
+call (chunked over C to bound memory at C x M x S floats per chunk).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from planner.design import (Candidates, DesignRequest, Proposal, _h_dict, _round_size,
+                            random_strategy, register_strategy, sample_candidates, vertices)
+from planner.errors import InputError
+from planner.laws import get_law, scale_inputs
+from planner.optimum import optimum_draws
+
+MAX_DRAWS = 256
+FANTASIES = 24
+N_CANDIDATES = 2000
+CHUNK = 500
+
+
+@dataclass
+class DecisionState:
+    """Everything about the decision that does not depend on the candidate."""
+
+    law: str
+    targets: list[str]
+    params: list[dict]            # per target: law params with leading draw axis (S, ...)
+    sigma: np.ndarray             # (T, S) observation noise on log-loss
+    Lmat: jnp.ndarray             # (S, J) weighted target loss of decision j under draw s
+    Lstar: jnp.ndarray            # (S,) each draw's own optimal loss
+    H_dec: np.ndarray             # (J, k)
+    eel_now: float
+
+
+def decision_state(posterior, N: float, D: float, target_weights=None,
+                   max_draws: int = MAX_DRAWS, lo=None, hi=None) -> DecisionState:
+    od = optimum_draws(posterior, N, D, target_weights, lo=lo, hi=hi, max_draws=max_draws)
+    targets, w = od["targets"], jnp.asarray(od["weights"])
+    S = od["h_star"].shape[0]
+    law = get_law(posterior.law)
+    params = [{k: v[:S] for k, v in posterior[t].law_params(posterior.law).items()} for t in targets]
+    H_dec = np.concatenate([od["h_star"], od["h_bayes"][None]], axis=0)
+    logn, logd = scale_inputs(N, D)
+    J = H_dec.shape[0]
+    Lmat = 0.0
+    for wt, p in zip(w, params):
+        Lmat = Lmat + wt * law.predict_draws(p, jnp.full(J, logn), jnp.full(J, logd), jnp.asarray(H_dec))
+    Lstar = jnp.asarray(od["loss_at_star"])
+    sigma = np.stack([np.asarray(posterior[t].draws["sigma"][:S]) for t in targets])
+    eel = float(_eel(jnp.full((S,), 1.0 / S), Lmat, Lstar))
+    return DecisionState(posterior.law, targets, params, sigma, Lmat, Lstar, H_dec, eel)
+
+
+def _eel(w, Lmat, Lstar):
+    """Expected excess loss for weights w (..., S) -> (...)."""
+    return jnp.min(w @ Lmat, axis=-1) - w @ Lstar
+
+
+@dataclass
+class Fantasies:
+    """Common random numbers: fantasy m comes from draw s[m] with standard noise eps[:, m]."""
+
+    s: np.ndarray      # (M,)
+    eps: np.ndarray    # (T, M)
+
+
+def make_fantasies(state: DecisionState, M: int, seed: int) -> Fantasies:
+    rng = np.random.default_rng(seed)
+    S = state.Lstar.shape[0]
+    return Fantasies(rng.integers(0, S, M), rng.standard_normal((len(state.targets), M)))
+
+
+def _loglik_impl(law_name, params_list, sig, s, eps, logn, logd, H):
+    law = get_law(law_name)
+    mu = jnp.stack([jnp.log(law.predict_draws(p, logn, logd, H)) for p in params_list])  # (T,S,C)
+    y = mu[:, s, :] + (sig[:, s] * eps)[:, :, None]                                     # (T,M,C)
+    z = (y[:, :, :, None] - jnp.transpose(mu, (0, 2, 1))[:, None, :, :]) / sig[:, None, None, :]
+    ll = -0.5 * z ** 2 - jnp.log(sig)[:, None, None, :]                                 # (T,M,C,S)
+    return jnp.transpose(ll.sum(axis=0), (1, 0, 2))                                     # (C,M,S)
+
+
+_loglik_jit = jax.jit(_loglik_impl, static_argnums=0)
+
+
+def outcome_loglik(state: DecisionState, fant: Fantasies, N, D, H) -> jnp.ndarray:
+    """(C, M, S) log-likelihood of each candidate's fantasy outcome under each draw.
+    Gaussian on log-loss with each draw's noise scale (the Student-t tails matter for robust
+    fitting, not for scoring plausible fantasies)."""
+    logn, logd = scale_inputs(np.asarray(N, float), np.asarray(D, float))
+    return _loglik_jit(state.law, state.params, jnp.asarray(state.sigma), jnp.asarray(fant.s),
+                       jnp.asarray(fant.eps), logn, logd, jnp.asarray(np.asarray(H, float)))
+
+
+@jax.jit
+def _scores_from_loglik(ll, base_ll, Lmat, Lstar):
+    """ll (C, M, S) candidate log-lik; base_ll (M, S) pending log-lik -> (C,) EEL reduction."""
+    w0 = jax.nn.softmax(base_ll, axis=-1)
+    before = jnp.mean(_eel(w0, Lmat, Lstar))
+    w = jax.nn.softmax(ll + base_ll[None], axis=-1)
+    after = jnp.mean(_eel(w, Lmat, Lstar), axis=-1)
+    return jnp.maximum(before - after, 0.0)
+
+
+def score_candidates(state: DecisionState, fant: Fantasies, N, D, H,
+                     pending_ll: jnp.ndarray | None = None) -> np.ndarray:
+    """Expected reduction of EEL for each of C candidates, (C,), given pending log-lik (M, S)."""
+    S = state.Lstar.shape[0]
+    base = jnp.zeros((len(fant.s), S)) if pending_ll is None else pending_ll
+    N, D, H = np.asarray(N, float), np.asarray(D, float), np.asarray(H, float)
+    C = len(N)
+    pad = (-C) % CHUNK  # fixed chunk shapes: one compilation per (S, M), whatever C is
+    if pad:
+        N, D = np.concatenate([N, np.full(pad, N[0])]), np.concatenate([D, np.full(pad, D[0])])
+        H = np.concatenate([H, np.repeat(H[:1], pad, axis=0)])
+    out = []
+    for i in range(0, len(N), CHUNK):
+        sl = slice(i, i + CHUNK)
+        ll = outcome_loglik(state, fant, N[sl], D[sl], H[sl])
+        out.append(np.asarray(_scores_from_loglik(ll, base, state.Lmat, state.Lstar)))
+    return np.concatenate(out)[:C] if out else np.zeros(0)
+
+
+def per_cost(score_fn: Callable, cost_fn: Callable | None = None) -> Callable:
+    """Wrap a scorer so it returns utility per unit cost (default 6 N D FLOPs)."""
+    cost_fn = cost_fn or (lambda N, D, H: 6.0 * np.asarray(N, float) * np.asarray(D, float))
+
+    def wrapped(state, fant, N, D, H, pending_ll=None):
+        return score_fn(state, fant, N, D, H, pending_ll) / cost_fn(N, D, H)
+
+    return wrapped
+
+
+def select_batch(state: DecisionState, cand: Candidates, q: int, fant: Fantasies,
+                 pending: Candidates | None = None, scorer: Callable | None = None,
+                 max_flops: float | None = None) -> list[tuple[int, float]]:
+    """Greedy batch: pick the best candidate, add its fantasies to the pending set, repeat.
+    Returns [(candidate index, score)]; stops early if nothing affordable scores above 0."""
+    scorer = scorer or per_cost(score_candidates)
+    S = state.Lstar.shape[0]
+    base = jnp.zeros((len(fant.s), S))
+    for j in range(len(pending) if pending is not None else 0):
+        one = pending.subset([j])  # one at a time: a fixed shape, compiled once
+        base = base + outcome_loglik(state, fant, one.N, one.D, one.H)[0]
+    chosen: list[tuple[int, float]] = []
+    spent = 0.0
+    for _ in range(q):
+        sc = np.asarray(scorer(state, fant, cand.N, cand.D, cand.H, base), dtype=float)
+        sc[[i for i, _ in chosen]] = -np.inf
+        if max_flops is not None:
+            sc[cand.flops() > max_flops - spent] = -np.inf
+        i = int(np.argmax(sc))
+        if not np.isfinite(sc[i]) or sc[i] <= 0:
+            break
+        chosen.append((i, float(sc[i])))
+        spent += float(cand.flops()[i])
+        one = cand.subset([i])
+        base = base + outcome_loglik(state, fant, one.N, one.D, one.H)[0]
+    return chosen
+
+
+def _pending_candidates(pending, domains) -> Candidates | None:
+    if not pending:
+        return None
+    N = np.array([float(p.N) for p in pending])
+    D = np.array([float(p.D) for p in pending])
+    H = np.array([[float(p.h.get(d, 0.0)) for d in domains] for p in pending])
+    return Candidates(N, D, H, tuple(domains))
+
+
+@register_strategy("decision")
+def decision_strategy(req: DesignRequest) -> list[Proposal]:
+    """Decision-theoretic acquisition (module docstring). Falls back to the space-filling
+    ``random`` design while there is no posterior or it has a single draw (MAP).
+    Options: candidates (2000), fantasies (24), draws (256)."""
+    post = req.posterior
+    if post is None or min(post[t].n_draws for t in post.targets) < 2 or req.target_N is None:
+        return random_strategy(req)
+    opts = dict(req.options or {})
+    space = req.space
+    cand = sample_candidates(space, int(opts.get("candidates", N_CANDIDATES)),
+                             seed=req.seed + 7919 * req.step, faces=0.2)
+    if space.min_weight == 0:
+        V = vertices(space)
+        sizes = cand.subset(np.arange(len(V)))
+        cand = Candidates(np.concatenate([cand.N, sizes.N]), np.concatenate([cand.D, sizes.D]),
+                          np.concatenate([cand.H, V]), cand.domains)
+    tw = {t: w for t, w in (req.target_weights or {}).items() if t in post.targets} or None
+    state = decision_state(post, req.target_N, req.target_D, tw,
+                           max_draws=int(opts.get("draws", MAX_DRAWS)))
+    fant = make_fantasies(state, int(opts.get("fantasies", FANTASIES)), req.seed + req.step)
+    pend = _pending_candidates(list(req.pending), space.domains)
+    picks = select_batch(state, cand, req.q, fant, pend, max_flops=req.max_flops)
+    out = [Proposal(N=_round_size(cand.N[i]), D=_round_size(cand.D[i]),
+                    h=_h_dict(cand.H[i], space.domains), strategy="decision",
+                    info={"score_per_flop": s, "eel_now": state.eel_now}) for i, s in picks]
+    if len(out) < req.q:  # nothing informative left that fits: fill with space-filling runs
+        filler = random_strategy(DesignRequest(**{**req.__dict__, "q": req.q - len(out)}))
+        out += filler
+    return out
+
+
+def simplex_lattice(k: int, r: int) -> np.ndarray:
+    """All mixtures with weights in {0, 1/r, ..., 1}: C(r + k - 1, k - 1) points."""
+    def rec(left, parts):
+        if parts == 1:
+            yield (left,)
+            return
+        for i in range(left, -1, -1):
+            for rest in rec(left - i, parts - 1):
+                yield (i,) + rest
+    return np.array(list(rec(r, k)), float) / r
+
+
+def grid_design(space, n_sizes: int = 3, min_mixtures: int = 20) -> Candidates:
+    """The paper's design: a few fixed model sizes x a simplex lattice of mixtures, ordered
+    size-major from the cheapest so a budget-cut grid still covers every mixture at small scale."""
+    k = space.k
+    r = 1
+    while len(simplex_lattice(k, r)) < min_mixtures:
+        r += 1
+    H = space.shrink(simplex_lattice(k, r))
+    if space.N_values:
+        Ns = np.asarray(space.N_values, float)[np.linspace(0, len(space.N_values) - 1, n_sizes).round().astype(int)]
+    else:
+        Ns = np.exp(np.linspace(np.log(space.N_lo), np.log(space.N_hi), n_sizes))
+    # the paper scales tokens with the model (a fixed tokens-per-parameter ratio)
+    if space.D_values:
+        Ds = np.asarray(space.D_values, float)[np.linspace(0, len(space.D_values) - 1, n_sizes).round().astype(int)]
+    else:
+        Ds = np.exp(np.linspace(np.log(space.D_lo), np.log(space.D_hi), n_sizes))
+    N = np.repeat(Ns, len(H))
+    D = np.repeat(Ds, len(H))
+    return Candidates(np.round(N), np.round(D), np.tile(H, (n_sizes, 1)), space.domains)
+
+
+@register_strategy("grid")
+def grid_strategy(req: DesignRequest) -> list[Proposal]:
+    """Baseline: the next ``q`` runs of the fixed grid (``grid_design``), in order.
+    Options: sizes (3), mixtures (minimum lattice size, 20)."""
+    opts = dict(req.options or {})
+    g = grid_design(req.space, int(opts.get("sizes", 3)), int(opts.get("mixtures", 20)))
+    out = []
+    for j in range(req.q):
+        i = (req.step + j) % len(g)
+        fit = req.space.fit_to_budget(float(g.N[i]), float(g.D[i]), req.max_flops)
+        if fit is None:
+            continue
+        out.append(Proposal(N=_round_size(fit[0]), D=_round_size(fit[1]),
+                            h=_h_dict(g.H[i], req.space.domains), strategy="grid",
+                            info={"grid_index": int(i)}))
+    return out
+
+
+def validate_request(space, q: int, n_candidates: int, max_flops: float | None) -> None:
+    """Bad-input checks shared by the CLI and the loop (one clear line each)."""
+    if q > n_candidates:
+        raise InputError(f"batch size {q} is larger than the candidate set ({n_candidates})")
+    if max_flops is not None and space.cheapest_flops() > max_flops:
+        raise InputError(f"budget {max_flops:.3g} FLOPs is smaller than the cheapest run "
+                         f"({space.cheapest_flops():.3g} FLOPs)")

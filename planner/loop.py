@@ -1,0 +1,602 @@
+"""The ask/tell planner and the driver loop.
+
+``Planner`` is the campaign's state machine over its ledger, usable without any executor:
+``ask(q)`` proposes and records runs (within the budget), ``tell(outcome)`` validates and records
+what came back, ``refit()`` fits the posterior on every completed observation, saves a snapshot
+under ``posteriors/NNNN`` and writes ``recommendation.json``.
+
+``run_loop(planner, executor)`` drives a campaign::
+
+    top up to batch_size runs in flight (re-dispatching interrupted runs first, then ask)
+    -> wait for the first finished run -> record it durably -> refit -> top up ...
+
+until the budget (FLOPs and run count, in-flight runs included) is spent, the expected excess
+loss falls below ``stop.expected_excess_loss``, or more than ``max_failure_fraction`` of the
+runs fail. Refits run in a background thread by default (``fit.background``) so that new runs
+are dispatched while the posterior is updated; the strategy then uses the latest posterior.
+Until ``fit.min_runs`` runs have completed (default: one more than the law's parameters), the
+``random`` strategy (a space-filling design) proposes runs. A campaign always ends with a fit on
+all completed runs and ``recommendation.json`` in the ``optimum`` format.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from planner.config import CampaignConfig
+from planner.design import DesignRequest, Proposal, Space, propose
+from planner.errors import InputError
+from planner.executor import Outcome
+from planner.ledger import Ledger, RunRecord
+from trainers.base import RunResult, RunSpec
+
+class _Log:
+    """Logs to ``planner.loop`` (the user's logging config decides what reaches stderr) and to
+    the campaign journal (``CAMPAIGN_DIR/planner.log``, every INFO event, with tracebacks)."""
+
+    def __init__(self, name: str):
+        self.log = logging.getLogger(name)
+
+    def _emit(self, level: int, msg: str, *args, exc_info: bool = False) -> None:
+        JOURNAL.log(level, msg, *args, exc_info=exc_info)
+        self.log.log(level, msg, *args)
+
+    def info(self, msg, *args, **kw):
+        self._emit(logging.INFO, msg, *args, **kw)
+
+    def warning(self, msg, *args, **kw):
+        self._emit(logging.WARNING, msg, *args, **kw)
+
+    def error(self, msg, *args, **kw):
+        self._emit(logging.ERROR, msg, *args, **kw)
+
+
+# the campaign journal: file handlers only (planner.campaign attaches one per campaign run)
+JOURNAL = logging.getLogger("planner_journal")
+JOURNAL.propagate = False
+JOURNAL.setLevel(logging.INFO)
+JOURNAL.addHandler(logging.NullHandler())
+log = _Log("planner.loop")
+
+RECOMMENDATION = "recommendation.json"
+POSTERIORS = "posteriors"
+MIN_ENDED_FOR_FAILURE_STOP = 3
+
+
+# --------------------------------------------------------------------------------------------
+# fitting
+# --------------------------------------------------------------------------------------------
+Fitter = Callable[[Any, CampaignConfig, int], "tuple[Any, dict]"]
+
+
+def default_fitter(observations, cfg: CampaignConfig, seed: int):
+    """Fit the configured law on a runs-table DataFrame and recommend a mixture at the target.
+
+    Returns ``(posterior, recommendation)`` (recommendation in the ``optimum`` format)."""
+    from planner.inference import fit
+    from planner.optimum import recommend
+    from planner.runs import runs_from_frame
+
+    targets = list(cfg.targets)
+    table = runs_from_frame(observations, domains=list(cfg.domains), targets=targets)
+    post = fit(table, law=cfg.law, targets=targets, method=cfg.fit.method, seed=seed,
+               num_warmup=cfg.fit.num_warmup, num_samples=cfg.fit.num_samples,
+               num_chains=cfg.fit.num_chains)
+    rec = recommend(post, N=cfg.target_budget.N, D=cfg.target_budget.D,
+                    target_weights=dict(cfg.targets), seed=seed)
+    return post, rec
+
+
+def load_posterior(path: str | Path):
+    from planner.posterior import Posterior
+
+    return Posterior.load(Path(path))
+
+
+@dataclass
+class FitOutcome:
+    snap_id: int
+    run_ids: list[str]
+    n_obs: int
+    posterior: Any = None
+    recommendation: dict | None = None
+    path: str | None = None
+    seconds: float = 0.0
+    error: str | None = None
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=False, allow_nan=False, default=_json_default)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _json_default(o):
+    if hasattr(o, "item"):
+        return o.item()
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    raise TypeError(f"{type(o).__name__} is not JSON serialisable")
+
+
+def _clean_rec(rec: dict) -> dict:
+    """The recommendation as plain JSON types (numpy scalars/arrays converted)."""
+    return json.loads(json.dumps(rec, default=_json_default))
+
+
+# --------------------------------------------------------------------------------------------
+# the ask/tell planner
+# --------------------------------------------------------------------------------------------
+class Planner:
+    """Ask/tell over one campaign's ledger (which it must hold open for writing)."""
+
+    def __init__(self, cfg: CampaignConfig, ledger: Ledger, fitter: Fitter | None = None):
+        self.cfg = cfg
+        self.ledger = ledger
+        self.dir = ledger.dir
+        self.space = Space.from_config(cfg)
+        self.fitter = fitter or default_fitter
+        self.posterior = None
+        self.posterior_run_ids: frozenset[str] = frozenset()
+        self.recommendation: dict | None = None
+        self.last_fit_error: str | None = None
+        self._load_latest_snapshot()
+
+    # -- state --------------------------------------------------------------------------------
+    def _load_latest_snapshot(self) -> None:
+        snap = self.ledger.latest_snapshot()
+        if snap is None:
+            return
+        self.recommendation = snap["recommendation"]
+        self.posterior_run_ids = frozenset(snap["run_ids"])
+        try:
+            self.posterior = load_posterior(snap["path"])
+        except Exception as e:  # noqa: BLE001 - a missing snapshot only costs a refit
+            log.warning("posterior snapshot %s cannot be loaded (%s); will refit", snap["path"], e)
+            self.posterior = None
+            self.posterior_run_ids = frozenset()
+
+    def completed_run_ids(self) -> frozenset[str]:
+        return frozenset(r.run_id for r in self.ledger.runs("completed"))
+
+    def can_fit(self) -> bool:
+        """Enough completed runs (fit.min_runs) and more observations than law parameters."""
+        if len(self.completed_run_ids()) < self.cfg.min_runs_to_fit():
+            return False
+        return self.ledger.n_observations() > self.cfg.law_num_params()
+
+    def needs_fit(self) -> bool:
+        done = self.completed_run_ids()
+        return bool(done) and done != self.posterior_run_ids
+
+    def budget_left(self) -> tuple[float | None, int | None]:
+        """(FLOPs left, runs left) after everything bought so far (completed, in flight, queued)."""
+        s = self.ledger.spent()
+        b = self.cfg.budget
+        flops = None if b.flops is None else b.flops - s["flops_committed"]
+        runs = None if b.max_runs is None else b.max_runs - s["runs_committed"]
+        return flops, runs
+
+    def budget_exhausted(self) -> bool:
+        flops, runs = self.budget_left()
+        return (runs is not None and runs <= 0) or \
+            (flops is not None and flops < self.space.cheapest_flops())
+
+    def expected_excess_loss(self) -> float | None:
+        if not self.recommendation:
+            return None
+        v = self.recommendation.get("expected_excess_loss")
+        return float(v) if v is not None else None
+
+    def tolerance_reached(self) -> bool:
+        tol = self.cfg.stop.expected_excess_loss
+        eel = self.expected_excess_loss()
+        return bool(tol is not None and eel is not None and self.posterior_run_ids and eel < tol)
+
+    def failure_stop(self) -> str | None:
+        """A message if more than max_failure_fraction of the ended runs failed."""
+        s = self.ledger.spent()
+        failed, done = s["runs_failed"], s["runs_completed"]
+        ended = failed + done
+        if ended >= MIN_ENDED_FOR_FAILURE_STOP and failed / ended > self.cfg.max_failure_fraction:
+            last = [r for r in self.ledger.runs("failed") if r.error]
+            why = f"; last error: {last[-1].error.splitlines()[0][:300]}" if last else ""
+            return (f"campaign stopped: {failed} of {ended} runs failed ({failed / ended:.0%}), more "
+                    f"than max_failure_fraction {self.cfg.max_failure_fraction:g}{why}")
+        return None
+
+    # -- ask ----------------------------------------------------------------------------------
+    def ask(self, q: int, source: str = "planner") -> list[RunSpec]:
+        """Propose up to ``q`` new runs within the budget, record them as ``proposed`` and
+        return them. Uses ``random`` until the first posterior exists, then the configured
+        acquisition (with the posterior, the observations and the pending runs)."""
+        out: list[RunSpec] = []
+        for _ in range(4):  # proposals dropped for budget are asked for again, cheaper
+            flops_left, runs_left = self.budget_left()
+            want = q - len(out)
+            if runs_left is not None:
+                want = min(want, runs_left)
+            if want <= 0 or (flops_left is not None and flops_left < self.space.cheapest_flops()):
+                break
+            use_post = self.posterior is not None
+            name = self.cfg.acquisition.name if use_post else "random"
+            req = DesignRequest(
+                posterior=self.posterior if use_post else None,
+                observed=self.ledger.observations(list(self.cfg.domains)),
+                pending=[r.spec() for r in self.ledger.runs(("proposed", "running"))],
+                space=self.space, seed=self.cfg.seed, q=want, step=self.ledger.next_seq() - 1,
+                max_flops=flops_left, target_N=self.cfg.target_budget.N,
+                target_D=self.cfg.target_budget.D, target_weights=dict(self.cfg.targets),
+                law=self.cfg.law,
+                options=dict(self.cfg.acquisition.options) if use_post else {})
+            try:
+                props = propose(name, req)
+            except InputError:
+                raise  # a bad acquisition option: the user must fix the config
+            except Exception as e:  # noqa: BLE001 - a long campaign must not die on one ask
+                if name == "random":
+                    raise
+                msg = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:500]
+                log.warning("acquisition %r failed (%s); proposing with random this time", name, msg,
+                            exc_info=True)
+                self.ledger.event("acquisition_failed", None, strategy=name, error=msg)
+                req.posterior, req.options = None, {}
+                props = propose("random", req)
+            accepted: list[Proposal] = []
+            left = flops_left
+            for p in props:
+                if left is not None and p.flops > left:
+                    continue
+                accepted.append(p)
+                if left is not None:
+                    left -= p.flops
+            if not accepted:
+                break
+            out += self._record_proposals(accepted, source)
+            if len(out) >= q:
+                break
+        return out
+
+    def _record_proposals(self, props: list[Proposal], source: str) -> list[RunSpec]:
+        seq = self.ledger.next_seq()
+        specs, infos = [], []
+        for i, p in enumerate(props):
+            s = seq + i
+            specs.append(RunSpec(run_id=f"r{s:05d}", N=int(p.N), D=int(p.D), h=dict(p.h),
+                                 seed=int((self.cfg.seed * 1_000_003 + s) % (2 ** 31))))
+            infos.append(_plain(p.info))
+        strategy = props[0].strategy if len({p.strategy for p in props}) == 1 else "mixed"
+        self.ledger.add_runs(specs, source=source, strategy=strategy, infos=infos)
+        return specs
+
+    # -- tell ---------------------------------------------------------------------------------
+    def validate(self, spec: RunSpec, result: RunResult) -> tuple[str, str] | None:
+        """(reason, message) if a result cannot be used; None if it is fine."""
+        if result.run_id != spec.run_id:
+            return "invalid", f"result is for run {result.run_id!r}, expected {spec.run_id!r}"
+        bad = result.non_finite()
+        if bad:
+            return "non_finite", f"non-finite losses: {', '.join(bad[:8])}"
+        missing = [t for t in self.cfg.targets if t not in result.losses]
+        if missing:
+            return "invalid", (f"result has no loss for target(s) {', '.join(missing)} "
+                               f"(reported: {', '.join(result.losses) or 'none'})")
+        neg = [k for k, v in result.losses.items() if v <= 0] + \
+            [f"{k}@{t}" for t, l in result.checkpoints for k, v in l.items() if v <= 0]
+        if neg:
+            return "invalid", f"losses must be > 0: {', '.join(neg[:8])}"
+        badtok = [t for t, _ in result.checkpoints if t <= 0]
+        if badtok:
+            return "invalid", f"checkpoint tokens must be > 0, got {badtok[:4]}"
+        n = result.metadata.get("N") if isinstance(result.metadata, dict) else None
+        if n is not None:
+            try:
+                ok = math.isfinite(float(n)) and float(n) > 0
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
+                return "invalid", f"metadata['N'] must be a positive number, got {n!r}"
+        return None
+
+    def tell(self, outcome: Outcome, run: RunRecord | None = None) -> str:
+        """Record one attempt's outcome. Returns ``completed``, ``duplicate``, ``retry`` or
+        ``failed``. A failed attempt is retried while attempts <= max_retries."""
+        run = run or self.ledger.run(outcome.run_id)
+        if run is None:
+            log.warning("outcome for unknown run %s ignored", outcome.run_id)
+            return "duplicate"
+        spec = run.spec()
+        reason, error = outcome.reason, outcome.error
+        if outcome.ok:
+            bad = self.validate(spec, outcome.result)
+            if bad is None:
+                res = outcome.result
+                N = float(res.metadata.get("N", spec.N)) if isinstance(res.metadata, dict) else spec.N
+                new = self.ledger.record_result(spec.run_id, res, N=N, D=spec.D, h=spec.h,
+                                                attempt=outcome.attempt,
+                                                started_at=outcome.started_at,
+                                                ended_at=outcome.ended_at, worker=outcome.worker)
+                return "completed" if new else "duplicate"
+            reason, error = bad
+        if run.status == "completed":  # a late failure of an attempt of a finished run
+            return "duplicate"
+        # interrupted attempts (planner killed or stopped) are not failures: count failures
+        final = run.failures + 1 > self.cfg.executor.max_retries
+        self.ledger.record_failure(spec.run_id, outcome.attempt, reason or "exception",
+                                   error or "unknown error", final=final,
+                                   started_at=outcome.started_at, ended_at=outcome.ended_at,
+                                   worker=outcome.worker)
+        log.warning("run %s attempt %d failed (%s): %s%s", spec.run_id, outcome.attempt, reason,
+                    (error or "").splitlines()[0][:300], "" if final else "; will retry")
+        return "failed" if final else "retry"
+
+    # -- refit --------------------------------------------------------------------------------
+    def prepare_fit(self) -> tuple[int, list[str], Any]:
+        obs = self.ledger.observations(list(self.cfg.domains))
+        run_ids = sorted(set(obs["run_id"])) if len(obs) else []
+        return self.ledger.next_snapshot_id(), run_ids, obs
+
+    def compute_fit(self, snap_id: int, run_ids: list[str], obs) -> FitOutcome:
+        """Fit + recommend + save the snapshot directory. Thread-safe (touches no ledger)."""
+        out = FitOutcome(snap_id=snap_id, run_ids=run_ids, n_obs=len(obs))
+        t0 = time.time()
+        try:
+            post, rec = self.fitter(obs, self.cfg, int(self.cfg.seed * 7919 + snap_id))
+            out.posterior = post
+            out.recommendation = _clean_rec(rec)
+            root = self.dir / POSTERIORS
+            root.mkdir(exist_ok=True)
+            final = root / f"{snap_id:04d}"
+            tmp = root / f".{snap_id:04d}.tmp"
+            for p in (tmp, final):  # leftovers of a planner killed mid-save
+                if p.exists():
+                    shutil.rmtree(p)
+            if hasattr(post, "save"):
+                post.save(tmp)
+            else:
+                tmp.mkdir()
+            os.replace(tmp, final)
+            out.path = str(final)
+        except Exception as e:  # noqa: BLE001 - recorded; the campaign goes on with the last fit
+            first = str(e).splitlines()[0] if str(e) else ""
+            out.error = f"{type(e).__name__}: {first}"[:1000]
+            log.warning("fit %d failed: %s", snap_id, out.error, exc_info=True)
+        out.seconds = time.time() - t0
+        return out
+
+    def apply_fit(self, fo: FitOutcome) -> None:
+        """Record a finished fit (main thread): snapshot row, recommendation.json."""
+        if fo.error is not None:
+            self.last_fit_error = fo.error
+            self.ledger.event("fit_failed", None, snapshot=fo.snap_id, error=fo.error,
+                              n_runs=len(fo.run_ids))
+            return
+        self.last_fit_error = None
+        spent = self.ledger.spent()["flops_completed"]
+        self.ledger.add_snapshot(fo.snap_id, fo.path, fo.run_ids, fo.n_obs, spent,
+                                 fo.recommendation, fo.seconds)
+        self.posterior = fo.posterior
+        self.posterior_run_ids = frozenset(fo.run_ids)
+        self.recommendation = fo.recommendation
+        self.write_recommendation()
+
+    def refit(self) -> FitOutcome:
+        """Synchronous fit on every completed observation; records it."""
+        fo = self.compute_fit(*self.prepare_fit())
+        self.apply_fit(fo)
+        return fo
+
+    def write_recommendation(self) -> bool:
+        if self.recommendation is None:
+            return False
+        write_json_atomic(self.dir / RECOMMENDATION, self.recommendation)
+        return True
+
+    def finalize(self) -> None:
+        """End of a campaign or a command: fit on everything if the last fit is stale, and
+        (re)write recommendation.json."""
+        if self.needs_fit():
+            fo = self.refit()
+            if fo.error is not None:
+                log.warning("final fit failed (%s); keeping the previous recommendation", fo.error)
+        self.write_recommendation()
+
+
+def _plain(v: Any) -> Any:
+    try:
+        return json.loads(json.dumps(v, default=_json_default))
+    except (TypeError, ValueError):
+        return {"repr": repr(v)}
+
+
+# --------------------------------------------------------------------------------------------
+# the driver loop
+# --------------------------------------------------------------------------------------------
+@dataclass
+class LoopResult:
+    stop_reason: str  # budget | tolerance | failures | interrupted
+    message: str
+    completed: int
+    failed: int
+    stats: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.stop_reason in ("budget", "tolerance")
+
+
+class _FitWorker:
+    """At most one background fit at a time."""
+
+    def __init__(self, planner: Planner):
+        self.planner = planner
+        self.thread: threading.Thread | None = None
+        self.result: FitOutcome | None = None
+
+    @property
+    def busy(self) -> bool:
+        return self.thread is not None
+
+    def start(self) -> None:
+        args = self.planner.prepare_fit()
+
+        def work():
+            self.result = self.planner.compute_fit(*args)
+
+        self.result = None
+        self.thread = threading.Thread(target=work, name="planner-fit", daemon=True)
+        self.thread.start()
+
+    def poll(self, block: bool = False) -> FitOutcome | None:
+        if self.thread is None:
+            return None
+        if block:
+            self.thread.join()
+        if self.thread.is_alive():
+            return None
+        self.thread = None
+        return self.result
+
+
+def loop_stats(planner: Planner, executor=None) -> dict:
+    s = planner.ledger.spent()
+    c = planner.ledger.counts()
+    b = planner.cfg.budget
+    return {"completed": c["completed"], "failed": c["failed"], "proposed": c["proposed"],
+            "running": c["running"],
+            "in_flight": len(executor.in_flight()) if executor is not None else c["running"],
+            "flops_completed": s["flops_completed"], "flops_committed": s["flops_committed"],
+            "flops_budget": b.flops, "max_runs": b.max_runs, "runs_committed": s["runs_committed"],
+            "expected_excess_loss": planner.expected_excess_loss(),
+            "snapshots": planner.ledger.next_snapshot_id() - 1,
+            "last_fit_error": planner.last_fit_error}
+
+
+def run_loop(planner: Planner, executor, progress=None, poll_s: float = 0.5) -> LoopResult:
+    """Drive the campaign to its end (see the module docstring). The caller owns the executor
+    and the ledger. Ctrl-C (KeyboardInterrupt) releases the in-flight runs so that a rerun
+    re-dispatches them."""
+    cfg = planner.cfg
+    ledger = planner.ledger
+    fitw = _FitWorker(planner)
+    in_flight: dict[str, int] = {}  # run_id -> attempt
+    stop_reason: str | None = None
+    message = ""
+
+    def show():
+        if progress is not None:
+            progress.update(loop_stats(planner, executor))
+
+    def integrate(fo: FitOutcome | None):
+        if fo is not None:
+            planner.apply_fit(fo)
+            show()
+
+    def maybe_fit():
+        if fitw.busy or not planner.can_fit() or not planner.needs_fit():
+            return
+        if cfg.fit.background:
+            fitw.start()
+        else:
+            planner.refit()
+            show()
+
+    def dispatch(run: RunRecord):
+        attempt = run.attempts + 1
+        ledger.mark_dispatched(run.run_id, attempt)
+        executor.submit(run.spec(), attempt)
+        in_flight[run.run_id] = attempt
+
+    requeued = ledger.requeue_interrupted()
+    if requeued:
+        log.info("resuming: re-dispatching %d interrupted run(s): %s", len(requeued), ", ".join(requeued))
+    if planner.posterior is None:
+        maybe_fit()
+    show()
+    try:
+        while True:
+            integrate(fitw.poll())
+            if stop_reason is None:
+                msg = planner.failure_stop()
+                if msg:
+                    stop_reason, message = "failures", msg
+                    log.error("%s", msg)
+                    for rid, att in list(in_flight.items()):
+                        executor.cancel(rid)
+                        ledger.release_attempt(rid, att, "campaign stopped (failures)")
+                        in_flight.pop(rid)
+                elif planner.tolerance_reached():
+                    stop_reason = "tolerance"
+                    message = (f"expected excess loss {planner.expected_excess_loss():.3g} is below "
+                               f"stop.expected_excess_loss {cfg.stop.expected_excess_loss:g}")
+                    log.info("stopping: %s", message)
+            if stop_reason is None:
+                # top up: queued runs (retries, resumed) first, then new proposals
+                queued = [r for r in ledger.runs("proposed")
+                          if r.source == "planner" and r.run_id not in in_flight]
+                for r in queued:
+                    if len(in_flight) >= cfg.batch_size:
+                        break
+                    dispatch(r)
+                free = cfg.batch_size - len(in_flight)
+                if free > 0:
+                    for spec in planner.ask(free):
+                        dispatch(ledger.run(spec.run_id))
+                if not in_flight and planner.budget_exhausted():
+                    stop_reason = "budget"
+                show()
+            if not in_flight:
+                if fitw.busy:
+                    integrate(fitw.poll(block=True))
+                    continue
+                if stop_reason is None:
+                    # nothing could be proposed though budget remains (strategy found nothing)
+                    stop_reason = "budget"
+                    message = "no affordable run left to propose"
+                break
+            outcomes = executor.wait(timeout=poll_s)
+            for o in outcomes:
+                att = in_flight.get(o.run_id)
+                if att != o.attempt:
+                    continue  # a stale attempt (cancelled or superseded)
+                in_flight.pop(o.run_id)
+                status = planner.tell(o)
+                log.info("run %s attempt %d: %s", o.run_id, o.attempt, status)
+            if outcomes:
+                maybe_fit()
+                show()
+        integrate(fitw.poll(block=True))
+    except KeyboardInterrupt:
+        for rid, att in list(in_flight.items()):
+            try:
+                executor.cancel(rid)
+            except Exception:  # noqa: BLE001
+                pass
+            ledger.release_attempt(rid, att, "planner interrupted")
+        ledger.event("interrupted")
+        s = ledger.spent()
+        return LoopResult("interrupted", "interrupted; rerun the same command to resume",
+                          s["runs_completed"], s["runs_failed"], loop_stats(planner))
+    planner.finalize()
+    if stop_reason == "budget" and not message:
+        flops_left, runs_left = planner.budget_left()
+        message = "budget spent" + (f" ({cfg.budget.max_runs} runs)" if runs_left is not None
+                                    and runs_left <= 0 else
+                                    f" ({ledger.spent()['flops_committed']:.3g} FLOPs)")
+    ledger.event("stopped", None, reason=stop_reason, message=message)
+    show()
+    s = ledger.spent()
+    return LoopResult(stop_reason or "budget", message, s["runs_completed"], s["runs_failed"],
+                      loop_stats(planner))

@@ -1,0 +1,128 @@
+"""Progress and status display (rich).
+
+``Progress`` shows a live line while a campaign runs (runs done, in flight, compute spent,
+expected excess loss) on a terminal, and stays quiet when stderr is not a TTY.
+``status_table(status)`` renders ``campaign_status(...)`` as a table; ``print_status`` prints it.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+
+def _fmt_flops(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3g}"
+
+
+def _fmt_eel(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3g}"
+
+
+def progress_line(stats: dict[str, Any]) -> str:
+    runs = f"{stats.get('completed', 0)}"
+    if stats.get("max_runs"):
+        runs += f"/{stats['max_runs']}"
+    flops = _fmt_flops(stats.get("flops_completed"))
+    if stats.get("flops_budget"):
+        flops += f"/{_fmt_flops(stats['flops_budget'])}"
+    parts = [f"runs done {runs}", f"in flight {stats.get('in_flight', 0)}",
+             f"failed {stats.get('failed', 0)}", f"FLOPs {flops}",
+             f"expected excess loss {_fmt_eel(stats.get('expected_excess_loss'))}",
+             f"fits {stats.get('snapshots', 0)}"]
+    if stats.get("last_fit_error"):
+        parts.append(f"last fit failed: {str(stats['last_fit_error'])[:60]}")
+    return " | ".join(parts)
+
+
+class Progress:
+    """Live campaign progress on stderr; a no-op unless stderr is a terminal (or ``enabled``)."""
+
+    def __init__(self, enabled: bool | None = None, stream=None, min_interval_s: float = 0.2):
+        self.stream = stream or sys.stderr
+        self.enabled = self.stream.isatty() if enabled is None else enabled
+        self.min_interval_s = min_interval_s
+        self._live = None
+        self._last = 0.0
+        self._stats: dict = {}
+
+    def start(self) -> None:
+        if not self.enabled or self._live is not None:
+            return
+        from rich.console import Console
+        from rich.live import Live
+        from rich.text import Text
+
+        self._live = Live(Text("starting..."), console=Console(file=self.stream),
+                          refresh_per_second=4, transient=False)
+        self._live.start()
+
+    def update(self, stats: dict[str, Any]) -> None:
+        self._stats = dict(stats)
+        if self._live is None:
+            return
+        now = time.time()
+        if now - self._last < self.min_interval_s:
+            return
+        self._last = now
+        from rich.text import Text
+
+        self._live.update(Text(progress_line(stats)))
+
+    def stop(self) -> None:
+        if self._live is not None:
+            from rich.text import Text
+
+            if self._stats:
+                self._live.update(Text(progress_line(self._stats)))
+            self._live.stop()
+            self._live = None
+
+
+def status_table(st: dict[str, Any]):
+    """A rich Table for a ``campaign_status`` dict."""
+    from rich.table import Table
+
+    t = Table(title=f"campaign {st['dir']}", show_header=False, box=None, pad_edge=False)
+    t.add_column("key", style="bold")
+    t.add_column("value")
+    c = st["counts"]
+    t.add_row("state", f"running ({st['running']})" if st.get("running") else
+              (f"stopped: {st['stopped']['reason']} - {st['stopped']['message']}"
+               if st.get("stopped") else "not running"))
+    t.add_row("law / acquisition", f"{st['law']} / {st['acquisition']}")
+    t.add_row("runs", f"completed {c['completed']}, running {c['running']}, proposed "
+                      f"{c['proposed']}, failed {c['failed']}  (observations {st['observations']})")
+    sp, b = st["spent"], st["budget"]
+    t.add_row("compute (FLOPs)", f"completed {_fmt_flops(sp['flops_completed'])}, in flight "
+                                 f"{_fmt_flops(sp['flops_in_flight'])}, budget {_fmt_flops(b['flops'])}")
+    t.add_row("runs bought", f"{sp['runs_committed']} of {b['max_runs'] if b['max_runs'] else 'unlimited'}")
+    t.add_row("target", f"N={st['target_budget']['N']:.3g}, D={st['target_budget']['D']:.3g}; "
+                        f"targets {', '.join(f'{k}={v:g}' for k, v in st['targets'].items())}")
+    rec = st.get("recommendation")
+    if rec:
+        mix = ", ".join(f"{d} {rec['mean'][d]:.3f} [{rec['lo'][d]:.3f}, {rec['hi'][d]:.3f}]"
+                        for d in st["domains"] if d in rec.get("mean", {}))
+        t.add_row("optimal mixture h* (90%)", mix)
+        if "recommended" in rec:
+            t.add_row("recommended (Bayes)", ", ".join(f"{d} {v:.3f}" for d, v in rec["recommended"].items()))
+        L = rec.get("loss", {})
+        if L:
+            t.add_row("predicted loss", f"{L['mean']:.4g} [{L['lo']:.4g}, {L['hi']:.4g}]")
+        t.add_row("expected excess loss", _fmt_eel(rec.get("expected_excess_loss")))
+    else:
+        t.add_row("recommendation", "none yet (not enough completed runs to fit)")
+    t.add_row("posterior snapshots", str(st["snapshots"]))
+    if st.get("last_fit_error"):
+        t.add_row("last fit", f"failed: {st['last_fit_error']}")
+    if st.get("failed_attempts"):
+        last = st["failures"][-1]
+        t.add_row("failed attempts", f"{st['failed_attempts']} (last: {last['run_id']} attempt "
+                                     f"{last['attempt']}, {last['reason']}: {last['error']})")
+    return t
+
+
+def print_status(st: dict[str, Any], file=None) -> None:
+    from rich.console import Console
+
+    Console(file=file or sys.stdout, soft_wrap=True).print(status_table(st))
