@@ -157,10 +157,10 @@ def recommend(posterior, N: float, D: float, target_weights: dict | None = None,
     hs = od["h_star"]
     # predictive interval of the weighted target loss at the recommendation
     H = od["h_bayes"][None, :]
-    pred = 0.0
-    for i, (t, wt) in enumerate(zip(od["targets"], od["weights"])):
-        d = posterior.predictive_draws(t, np.array([N]), np.array([D]), H, seed=seed + i)[:, 0]
-        pred = pred + wt * d[: len(od["loss_at_bayes"])]
+    parts = [wt * posterior.predictive_draws(t, np.array([N]), np.array([D]), H, seed=seed + i)[:, 0]
+             for i, (t, wt) in enumerate(zip(od["targets"], od["weights"]))]
+    n = min(len(p) for p in parts)
+    pred = sum(p[:n] for p in parts)
     excess = od["loss_at_bayes"] - od["loss_at_star"]
     return {
         "mean": {d: float(v) for d, v in zip(doms, hs.mean(axis=0))},

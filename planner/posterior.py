@@ -64,20 +64,26 @@ class Posterior:
                                             jnp.asarray(np.asarray(H, float))))
 
     def predictive_draws(self, target: str, N, D, H, seed: int = 0,
-                         noise: bool = True) -> np.ndarray:
-        """Draws of an observed loss at each design, (S, m): law x exp(discrepancy + noise)."""
+                         noise: bool = True, min_samples: int = 400) -> np.ndarray:
+        """Draws of an observed loss at each design, (S', m): law x exp(discrepancy + noise).
+        With few posterior draws (a MAP fit has one) each draw is repeated so that at least
+        ``min_samples`` noise samples make up the interval."""
         from planner.discrepancy import log_sd
 
         tp = self[target]
         mu = np.log(self.loss_draws(target, N, D, H))
         S, m = mu.shape
-        k1, k2 = jax.random.split(jax.random.PRNGKey(seed))
         logn, logd = (np.asarray(x) for x in scale_inputs(np.asarray(N, float), np.asarray(D, float)))
-        sd = log_sd(tp, logn, logd)                       # (S, m) or (m,) or 0
-        mu = mu + np.asarray(jax.random.normal(k1, (S, m))) * sd
+        sd = np.broadcast_to(np.asarray(log_sd(tp, logn, logd), float), (S, m))
+        sigma = np.asarray(tp.draws["sigma"], float)[:S]
+        reps = max(1, int(np.ceil(min_samples / S)))
+        if reps > 1:
+            mu, sd, sigma = (np.repeat(x, reps, axis=0) for x in (mu, sd, sigma))
+        k1, k2 = jax.random.split(jax.random.PRNGKey(seed))
+        mu = mu + np.asarray(jax.random.normal(k1, mu.shape)) * sd
         if noise:
-            t = np.asarray(jax.random.t(k2, STUDENT_NU, (S, m)))
-            mu = mu + t * tp.draws["sigma"][:, None]
+            t = np.asarray(jax.random.t(k2, STUDENT_NU, mu.shape))
+            mu = mu + t * sigma[:, None]
         return np.exp(mu)
 
     def predict(self, design: pd.DataFrame, targets: list[str] | None = None,
