@@ -159,7 +159,8 @@ class CampaignConfig:
     def law_num_params(self) -> int:
         """Parameters of one target's law (DESIGN.md section 1)."""
         k = len(self.domains)
-        return 5 + 2 * k if self.law == "additive" else 5 + 4 * k
+        from planner.laws import get_law
+        return get_law(self.law).n_params(k)
 
     def min_runs_to_fit(self) -> int:
         return self.fit.min_runs if self.fit.min_runs is not None else self.law_num_params() + 1
