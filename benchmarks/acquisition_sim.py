@@ -117,7 +117,7 @@ def main() -> None:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     fit_kw = {"num_warmup": a.warmup, "num_samples": a.samples, "num_chains": 2}
-    n_init = max(2 * a.k + 2, 8)
+    n_init = get_law(a.law).n_params(a.k) + 2  # more runs than parameters before the first fit
     rows = []
     for seed in a.seeds:
         truth = random_truth(a.law, a.k, seed)
