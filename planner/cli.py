@@ -95,7 +95,7 @@ def cmd_regmix(args) -> int:
 
 
 def _fit_options(p):
-    p.add_argument("--method", default="nuts", choices=["nuts", "map"])
+    p.add_argument("--method", default="nuts", choices=["nuts", "map", "laplace"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--warmup", type=int, default=500, help="NUTS warm-up draws per chain")
     p.add_argument("--samples", type=int, default=500, help="NUTS draws per chain")

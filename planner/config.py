@@ -30,6 +30,8 @@ Example (every key; only ``domains``, ``targets``, ``target_budget``, ``space``,
     fit: {method: nuts, num_warmup: 500, num_samples: 500, num_chains: 2, min_runs: null}
     max_failure_fraction: 0.5
     prior_runs: null                 # runs-table file counted as observations from the start
+    domain_tokens: null              # {domain: unique tokens available}; caps the optimum:
+    max_epochs: null                 #   h_i * target_budget.D <= max_epochs * domain_tokens[i]
     stop: {expected_excess_loss: null}
     seed: 0
 """
@@ -46,7 +48,7 @@ from typing import Any, Mapping
 from planner.errors import InputError
 
 LAWS = ("additive", "joint")
-FIT_METHODS = ("nuts", "map", "svi")
+FIT_METHODS = ("nuts", "map", "laplace")
 EXECUTOR_KINDS = ("ray", "inprocess")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
@@ -150,6 +152,10 @@ class CampaignConfig:
     prior_runs: str | None = None
     stop: StopConfig = field(default_factory=StopConfig)
     seed: int = 0
+    # data limits: unique tokens per domain (domains not listed are unlimited) and how many
+    # passes over them the target run may make (default 1 when domain_tokens is set)
+    domain_tokens: Mapping[str, float] | None = None
+    max_epochs: float | None = None
 
     # derived helpers -------------------------------------------------------------------------
     @property
@@ -164,6 +170,27 @@ class CampaignConfig:
 
     def min_runs_to_fit(self) -> int:
         return self.fit.min_runs if self.fit.min_runs is not None else self.law_num_params() + 1
+
+    def weight_caps(self) -> dict[str, float] | None:
+        """Upper bound on each domain's weight in the target run from the data limits:
+        min(1, max_epochs * domain_tokens[d] / target_budget.D); None without ``domain_tokens``."""
+        return weight_caps(self.domains, self.target_budget.D, self.domain_tokens, self.max_epochs)
+
+    def weight_upper(self) -> tuple[float, ...] | None:
+        """``weight_caps`` as a tuple in ``domains`` order (the ``hi`` of planner.optimum)."""
+        caps = self.weight_caps()
+        return None if caps is None else tuple(caps[d] for d in self.domains)
+
+
+def weight_caps(domains, D: float, domain_tokens: Mapping[str, float] | None,
+                max_epochs: float | None = None) -> dict[str, float] | None:
+    """Per-domain weight caps h_i <= max_epochs * tokens_i / D (at most 1) for a run of D
+    tokens; domains without a token count are uncapped (1). None when ``domain_tokens`` is None."""
+    if not domain_tokens:
+        return None
+    ep = 1.0 if max_epochs is None else float(max_epochs)
+    return {d: (min(1.0, ep * float(domain_tokens[d]) / float(D)) if d in domain_tokens else 1.0)
+            for d in domains}
 
 
 # --------------------------------------------------------------------------------------------
@@ -284,7 +311,7 @@ def _axis_values(vals, key: str) -> Axis:
 # --------------------------------------------------------------------------------------------
 _TOP_KEYS = ("domains", "targets", "target_budget", "law", "space", "budget", "batch_size",
              "acquisition", "trainer", "executor", "fit", "max_failure_fraction", "prior_runs",
-             "stop", "seed")
+             "stop", "seed", "domain_tokens", "max_epochs")
 _REQUIRED = ("domains", "targets", "target_budget", "space", "budget", "trainer")
 
 
@@ -440,10 +467,46 @@ def config_from_dict(raw: Mapping[str, Any], base_dir: str | Path | None = None,
 
     seed = _integer(d.get("seed", 0), "seed", minimum=0)
 
+    domain_tokens, max_epochs = _data_limits(d, domains, target_budget, min_weight)
+
     return CampaignConfig(domains=domains, targets=targets, target_budget=target_budget,
                           space=space, budget=budget, trainer=trainer, law=law,
                           batch_size=batch_size, acquisition=acquisition, executor=executor,
-                          fit=fit, max_failure_fraction=mff, prior_runs=prior, stop=stop, seed=seed)
+                          fit=fit, max_failure_fraction=mff, prior_runs=prior, stop=stop, seed=seed,
+                          domain_tokens=domain_tokens, max_epochs=max_epochs)
+
+
+def _data_limits(d: Mapping, domains: tuple[str, ...], target_budget: TargetBudget,
+                 min_weight: float) -> tuple[dict[str, float] | None, float | None]:
+    """Validate ``domain_tokens`` / ``max_epochs``; the caps they imply must leave a mixture."""
+    raw = d.get("domain_tokens")
+    ep = _number(d.get("max_epochs"), "max_epochs", positive=True, allow_none=True)
+    if raw is None:
+        if ep is not None:
+            raise _fail("max_epochs", "needs domain_tokens (the unique tokens of each domain)")
+        return None, None
+    dt = _mapping(raw, "domain_tokens")
+    if not dt:
+        return None, None
+    tokens = {}
+    for name, v in dt.items():
+        if name not in domains:
+            raise _fail("domain_tokens", f"names {name!r}, which is not one of the domains "
+                                         f"({', '.join(domains)})")
+        tokens[name] = _number(v, f"domain_tokens.{name}", positive=True)
+    tokens = {x: tokens[x] for x in domains if x in tokens}  # domains order
+    ep = 1.0 if ep is None else ep
+    caps = weight_caps(domains, target_budget.D, tokens, ep)
+    total = sum(caps.values())
+    if total < 1.0 - 1e-9:
+        raise _fail("domain_tokens", f"x max_epochs ({ep:g}) allows only {total:.3g} of "
+                                     f"target_budget.D ({target_budget.D:.3g} tokens): no mixture "
+                                     f"fits; add tokens, raise max_epochs or lower target_budget.D")
+    low = [x for x in domains if caps[x] < min_weight]
+    if low:
+        raise _fail("domain_tokens", f"caps {low[0]!r} at weight {caps[low[0]]:.3g}, below "
+                                     f"space.min_weight {min_weight:g}")
+    return tokens, ep
 
 
 def _check_jsonable(v: Any, key: str) -> None:
@@ -511,9 +574,15 @@ def config_to_yaml(cfg: CampaignConfig) -> str:
 OPERATIONAL_KEYS = ("executor",)
 
 
+# keys added after campaigns existed: left out of the fingerprint while unset, so that a
+# campaign started before they existed still resumes
+_OPTIONAL_KEYS = ("domain_tokens", "max_epochs")
+
+
 def config_fingerprint(cfg: CampaignConfig) -> str:
     """Hash of the resolved config without the operational keys (see OPERATIONAL_KEYS)."""
-    d = {k: v for k, v in config_to_dict(cfg).items() if k not in OPERATIONAL_KEYS}
+    d = {k: v for k, v in config_to_dict(cfg).items() if k not in OPERATIONAL_KEYS
+         and not (k in _OPTIONAL_KEYS and v is None)}
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
