@@ -214,7 +214,8 @@ def decision_strategy(req: DesignRequest) -> list[Proposal]:
                           np.concatenate([cand.H, V]), cand.domains)
     tw = {t: w for t, w in (req.target_weights or {}).items() if t in post.targets} or None
     state = decision_state(post, req.target_N, req.target_D, tw,
-                           max_draws=int(opts.get("draws", MAX_DRAWS)))
+                           max_draws=int(opts.get("draws", MAX_DRAWS)),
+                           hi=None if req.target_hi is None else np.asarray(req.target_hi, float))
     fant = make_fantasies(state, int(opts.get("fantasies", FANTASIES)), req.seed + req.step)
     pend = _pending_candidates(list(req.pending), space.domains)
     picks = select_batch(state, cand, req.q, fant, pend, max_flops=req.max_flops)

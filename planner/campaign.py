@@ -204,7 +204,10 @@ def campaign_status(campaign_dir: str | Path) -> dict[str, Any]:
     counts (runs by status), spent (FLOPs and runs, see Ledger.spent), budget {flops,
     max_runs}, observations, snapshots, recommendation (optimum format or None),
     expected_excess_loss, failures (last failed attempts: run_id, attempt, reason, error),
-    last_fit_error, stopped (the last stop event's reason and message, or None)."""
+    last_fit_error, stopped (the last stop event's reason and message, or None), sources
+    (completed runs by source: planner, suggest, imported, tell), caps (data caps on the target
+    run's weights below 1, or None) and caps_binding (domains at their cap in the
+    recommendation)."""
     d = Path(campaign_dir)
     with Ledger.open(d, readonly=True) as ledger:
         cfg = stored_config(ledger)
@@ -224,6 +227,10 @@ def campaign_status(campaign_dir: str | Path) -> dict[str, Any]:
         fit_errors = ledger.events("fit_failed")
         stops = ledger.events("stopped")
         n_obs = ledger.n_observations()
+        sources: dict[str, int] = {}
+        for r in ledger.runs("completed"):
+            sources[r.source] = sources.get(r.source, 0) + 1
+        caps = cfg.weight_caps()
         last_fit_err = None
         if fit_errors and (not snaps or fit_errors[-1]["t"] > snaps[-1]["created_at"]):
             last_fit_err = fit_errors[-1]["data"].get("error")
@@ -243,6 +250,9 @@ def campaign_status(campaign_dir: str | Path) -> dict[str, Any]:
             "last_fit_error": last_fit_err,
             "stopped": ({"reason": stops[-1]["data"].get("reason"),
                          "message": stops[-1]["data"].get("message")} if stops else None),
+            "sources": sources,
+            "caps": None if caps is None else {d: c for d, c in caps.items() if c < 1.0},
+            "caps_binding": None if rec is None else rec.get("caps_binding"),
         }
 
 

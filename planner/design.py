@@ -239,6 +239,7 @@ class DesignRequest:
     q: number of runs wanted.  step: how many runs the campaign has proposed so far.
     max_flops: compute left in the budget (None: unlimited); each proposal must fit.
     target_N, target_D, target_weights, law: the decision the campaign is about.
+    target_hi: per-domain upper bounds on the target run's weights (data caps), or None.
     options: strategy options from the config (``acquisition: {name: ..., <options>}``).
     """
 
@@ -255,6 +256,7 @@ class DesignRequest:
     target_weights: Mapping[str, float] = field(default_factory=dict)
     law: str = "additive"
     options: Mapping[str, Any] = field(default_factory=dict)
+    target_hi: Sequence[float] | None = None
 
 
 Strategy = Callable[[DesignRequest], "list[Proposal]"]

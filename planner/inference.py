@@ -157,7 +157,7 @@ def _mode_and_mass(law: Law, data: ModelData, init: dict, key):
         info, potential_fn, _, _ = initialize_model(
             key, mixture_model, model_args=args, model_kwargs=kwargs,
             init_strategy=init_to_value(values=init), dynamic_args=False)
-    except RuntimeError:
+    except (RuntimeError, ValueError):
         # the Huber fit can land where the model's density is not finite (e.g. an overflowing
         # mixture term): start from the prior median instead
         from numpyro.infer.util import init_to_median
@@ -176,7 +176,8 @@ def _mode_and_mass(law: Law, data: ModelData, init: dict, key):
 
     res = optimize.minimize(fun, np.asarray(flat0), jac=True, method="L-BFGS-B",
                             options={"maxiter": 2000})
-    z_mode = unravel(jnp.asarray(res.x))
+    x = res.x if (np.all(np.isfinite(res.x)) and fun(res.x)[0] < 1e30) else np.asarray(flat0)
+    z_mode = unravel(jnp.asarray(x))
     sites = law_sites(law)
     zl = {s: z_mode[s] for s in sites}
     flat_l, unravel_l = ravel_pytree(zl)
@@ -186,7 +187,7 @@ def _mode_and_mass(law: Law, data: ModelData, init: dict, key):
         z.update(unravel_l(fl))
         return potential_fn(z)
 
-    Hm = np.asarray(jax.hessian(pot_law)(flat_l))
+    Hm = np.asarray(jax.jit(jax.hessian(pot_law))(flat_l))
     mass = None
     try:
         w, V = np.linalg.eigh(0.5 * (Hm + Hm.T))
@@ -243,7 +244,9 @@ def fit_laplace(law: Law, data: ModelData, seed: int, init_map: MapResult,
 
     res = optimize.minimize(fun, np.asarray(flat0), jac=True, method="L-BFGS-B",
                             options={"maxiter": 3000, "ftol": 1e-14, "gtol": 1e-8})
-    Hm = np.asarray(jax.hessian(lambda f: potential_fn(unravel(f)))(jnp.asarray(res.x)))
+    if not (np.all(np.isfinite(res.x)) and fun(res.x)[0] < 1e30):
+        raise FitError(f"{law.name}: no finite posterior mode found")
+    Hm = np.asarray(jax.jit(jax.hessian(lambda f: potential_fn(unravel(f))))(jnp.asarray(res.x)))
     w, V = np.linalg.eigh(0.5 * (Hm + Hm.T))
     if not np.all(np.isfinite(w)) or w.min() <= 0:
         raise FitError(f"{law.name}: the posterior mode has a Hessian that is not positive "

@@ -91,7 +91,7 @@ def default_fitter(observations, cfg: CampaignConfig, seed: int):
                num_warmup=cfg.fit.num_warmup, num_samples=cfg.fit.num_samples,
                num_chains=cfg.fit.num_chains)
     rec = recommend(post, N=cfg.target_budget.N, D=cfg.target_budget.D,
-                    target_weights=dict(cfg.targets), seed=seed)
+                    target_weights=dict(cfg.targets), seed=seed, hi=cfg.weight_upper())
     return post, rec
 
 
@@ -239,7 +239,7 @@ class Planner:
                 space=self.space, seed=self.cfg.seed, q=want, step=self.ledger.next_seq() - 1,
                 max_flops=flops_left, target_N=self.cfg.target_budget.N,
                 target_D=self.cfg.target_budget.D, target_weights=dict(self.cfg.targets),
-                law=self.cfg.law,
+                law=self.cfg.law, target_hi=self.cfg.weight_upper(),
                 options=dict(self.cfg.acquisition.options) if use_post else {})
             try:
                 props = propose(name, req)
@@ -272,9 +272,12 @@ class Planner:
     def _record_proposals(self, props: list[Proposal], source: str) -> list[RunSpec]:
         seq = self.ledger.next_seq()
         specs, infos = [], []
+        skip = 0  # run ids taken by imported or told runs (a runs table may use r00001 too)
         for i, p in enumerate(props):
             s = seq + i
-            specs.append(RunSpec(run_id=f"r{s:05d}", N=int(p.N), D=int(p.D), h=dict(p.h),
+            while self.ledger.run(f"r{s + skip:05d}") is not None:
+                skip += 1
+            specs.append(RunSpec(run_id=f"r{s + skip:05d}", N=int(p.N), D=int(p.D), h=dict(p.h),
                                  seed=int((self.cfg.seed * 1_000_003 + s) % (2 ** 31))))
             infos.append(_plain(p.info))
         strategy = props[0].strategy if len({p.strategy for p in props}) == 1 else "mixed"

@@ -162,6 +162,14 @@ def recommend(posterior, N: float, D: float, target_weights: dict | None = None,
     n = min(len(p) for p in parts)
     pred = sum(p[:n] for p in parts)
     excess = od["loss_at_bayes"] - od["loss_at_star"]
+    extra = {}
+    if hi is not None:  # data caps: which bind at the recommendation (and how often per draw)
+        cap = np.asarray(hi, float)
+        extra = {"caps": {d: float(c) for d, c in zip(doms, cap)},
+                 "caps_binding": [d for d, c, v in zip(doms, cap, od["h_bayes"])
+                                  if c < 1.0 and v >= c - 1e-6],
+                 "caps_binding_fraction": {d: float(np.mean(hs[:, i] >= c - 1e-6))
+                                           for i, (d, c) in enumerate(zip(doms, cap)) if c < 1.0}}
     return {
         "mean": {d: float(v) for d, v in zip(doms, hs.mean(axis=0))},
         "lo": {d: float(v) for d, v in zip(doms, np.quantile(hs, q, axis=0))},
@@ -173,4 +181,5 @@ def recommend(posterior, N: float, D: float, target_weights: dict | None = None,
         "target": {"N": float(N), "D": float(D)},
         "target_weights": {t: float(w) for t, w in zip(od["targets"], od["weights"])},
         "n_draws": int(hs.shape[0]),
+        **extra,
     }

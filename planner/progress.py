@@ -97,6 +97,11 @@ def status_table(st: dict[str, Any]):
     t.add_row("compute (FLOPs)", f"completed {_fmt_flops(sp['flops_completed'])}, in flight "
                                  f"{_fmt_flops(sp['flops_in_flight'])}, budget {_fmt_flops(b['flops'])}")
     t.add_row("runs bought", f"{sp['runs_committed']} of {b['max_runs'] if b['max_runs'] else 'unlimited'}")
+    src = st.get("sources") or {}
+    given = {k: v for k, v in src.items() if k not in ("planner", "suggest")}
+    if given:
+        t.add_row("runs given", ", ".join(f"{v} {k}" for k, v in given.items())
+                  + " (counted as observations, not against the budget)")
     t.add_row("target", f"N={st['target_budget']['N']:.3g}, D={st['target_budget']['D']:.3g}; "
                         f"targets {', '.join(f'{k}={v:g}' for k, v in st['targets'].items())}")
     rec = st.get("recommendation")
@@ -110,6 +115,10 @@ def status_table(st: dict[str, Any]):
         if L:
             t.add_row("predicted loss", f"{L['mean']:.4g} [{L['lo']:.4g}, {L['hi']:.4g}]")
         t.add_row("expected excess loss", _fmt_eel(rec.get("expected_excess_loss")))
+    if st.get("caps"):
+        binding = st.get("caps_binding") or []
+        t.add_row("data caps on h", ", ".join(f"{d} <= {c:.3g}" + (" (binds)" if d in binding else "")
+                                             for d, c in st["caps"].items()))
     else:
         t.add_row("recommendation", "none yet (not enough completed runs to fit)")
     t.add_row("posterior snapshots", str(st["snapshots"]))
