@@ -115,12 +115,12 @@ def status_table(st: dict[str, Any]):
         if L:
             t.add_row("predicted loss", f"{L['mean']:.4g} [{L['lo']:.4g}, {L['hi']:.4g}]")
         t.add_row("expected excess loss", _fmt_eel(rec.get("expected_excess_loss")))
+    else:
+        t.add_row("recommendation", "none yet (not enough completed runs to fit)")
     if st.get("caps"):
         binding = st.get("caps_binding") or []
         t.add_row("data caps on h", ", ".join(f"{d} <= {c:.3g}" + (" (binds)" if d in binding else "")
                                              for d, c in st["caps"].items()))
-    else:
-        t.add_row("recommendation", "none yet (not enough completed runs to fit)")
     t.add_row("posterior snapshots", str(st["snapshots"]))
     if st.get("last_fit_error"):
         t.add_row("last fit", f"failed: {st['last_fit_error']}")
