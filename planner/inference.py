@@ -146,6 +146,25 @@ def _init_values(law: Law, m: MapResult, data: ModelData) -> dict:
     return vals
 
 
+def _minimize_potential(vg, x0, maxiter: int):
+    """L-BFGS on a JAX value-and-grad of the potential, keeping the best finite point seen
+    (L-BFGS-B can otherwise end on a step where the density is not finite)."""
+    best = {"v": np.inf, "x": np.asarray(x0, float)}
+
+    def fun(f):
+        v, g = vg(jnp.asarray(f))
+        v = float(v)
+        if not np.isfinite(v) or not np.all(np.isfinite(np.asarray(g))):
+            return 1e30, np.zeros_like(f)
+        if v < best["v"]:
+            best["v"], best["x"] = v, np.array(f, float)
+        return v, np.asarray(g)
+
+    res = optimize.minimize(fun, np.asarray(x0, float), jac=True, method="L-BFGS-B",
+                            options={"maxiter": maxiter, "ftol": 1e-14, "gtol": 1e-8})
+    return best["x"], best["v"], bool(res.success)
+
+
 def _mode_and_mass(law: Law, data: ModelData, init: dict, key):
     """Refine to the posterior mode (unconstrained space) and return (init values, inverse mass
     matrix for the law-parameter block), or (init, None) when the Hessian is not usable."""
@@ -168,15 +187,7 @@ def _mode_and_mass(law: Law, data: ModelData, init: dict, key):
     z0 = info.z
     flat0, unravel = ravel_pytree(z0)
     vg = jax.jit(jax.value_and_grad(lambda f: potential_fn(unravel(f))))
-
-    def fun(f):
-        v, g = vg(jnp.asarray(f))
-        v = float(v)
-        return (v, np.asarray(g)) if np.isfinite(v) else (1e30, np.zeros_like(f))
-
-    res = optimize.minimize(fun, np.asarray(flat0), jac=True, method="L-BFGS-B",
-                            options={"maxiter": 2000})
-    x = res.x if (np.all(np.isfinite(res.x)) and fun(res.x)[0] < 1e30) else np.asarray(flat0)
+    x, _, _ = _minimize_potential(vg, flat0, 2000)
     z_mode = unravel(jnp.asarray(x))
     sites = law_sites(law)
     zl = {s: z_mode[s] for s in sites}
@@ -236,30 +247,55 @@ def fit_laplace(law: Law, data: ModelData, seed: int, init_map: MapResult,
         init_strategy=init_to_value(values=init), dynamic_args=False)
     flat0, unravel = ravel_pytree(info.z)
     vg = jax.jit(jax.value_and_grad(lambda f: potential_fn(unravel(f))))
-
-    def fun(f):
-        v, g = vg(jnp.asarray(f))
-        v = float(v)
-        return (v, np.asarray(g)) if np.isfinite(v) else (1e30, np.zeros_like(f))
-
-    res = optimize.minimize(fun, np.asarray(flat0), jac=True, method="L-BFGS-B",
-                            options={"maxiter": 3000, "ftol": 1e-14, "gtol": 1e-8})
-    if not (np.all(np.isfinite(res.x)) and fun(res.x)[0] < 1e30):
+    x_mode, v_mode, converged = _minimize_potential(vg, flat0, 3000)
+    if not np.isfinite(v_mode):
         raise FitError(f"{law.name}: no finite posterior mode found")
-    Hm = np.asarray(jax.jit(jax.hessian(lambda f: potential_fn(unravel(f))))(jnp.asarray(res.x)))
+    Hm = np.asarray(jax.jit(jax.hessian(lambda f: potential_fn(unravel(f))))(jnp.asarray(x_mode)))
     w, V = np.linalg.eigh(0.5 * (Hm + Hm.T))
     if not np.all(np.isfinite(w)) or w.min() <= 0:
         raise FitError(f"{law.name}: the posterior mode has a Hessian that is not positive "
                        f"definite (min eigenvalue {w.min():.3g}); use method='nuts'")
     L = V / np.sqrt(w)                                  # covariance = L L^T = H^-1
-    eps = np.asarray(jax.random.normal(k_draw, (num_samples, len(w))))
-    flat = res.x[None, :] + eps @ L.T
+    k_eps, k_res = jax.random.split(k_draw)
+    n_prop = 4 * num_samples
+    eps = np.asarray(jax.random.normal(k_eps, (n_prop, len(w))))
+    prop = x_mode[None, :] + eps @ L.T
+    # Sampling-importance-resampling: weight each Gaussian proposal by the true posterior
+    # density over the Gaussian's, so directions the Hessian sees as flat (weakly identified
+    # parameters) cannot produce absurd draws; the weights' ESS is reported.
+    U = np.asarray(jax.jit(jax.vmap(lambda f: potential_fn(unravel(f))))(jnp.asarray(prop)))
+    logq = -0.5 * np.sum(eps ** 2, axis=1)
+    logw = np.where(np.isfinite(U), -U - logq, -np.inf)
+    logw -= logw.max()
+    wts = np.exp(logw)
+    wts /= wts.sum()
+    ess = float(1.0 / np.sum(wts ** 2))
+    if ess >= 0.1 * num_samples:
+        idx = np.asarray(jax.random.choice(k_res, n_prop, (num_samples,), p=jnp.asarray(wts)))
+        scheme = "importance-resampled"
+    else:
+        # weights too degenerate to resample from (the true posterior is narrower or curved
+        # where the Gaussian is wide): keep the Gaussian's spread but drop proposals whose true
+        # density falls below what a Gaussian of this dimension reaches 99.9 % of the time
+        from scipy.stats import chi2
+        keep = np.flatnonzero(np.isfinite(U) & (U - v_mode <= 0.5 * chi2.ppf(0.999, len(w))))
+        if len(keep) == 0:
+            raise FitError(f"{law.name}: no Laplace draw has a plausible posterior density")
+        idx = keep[:num_samples] if len(keep) >= num_samples else \
+            keep[np.asarray(jax.random.choice(k_res, len(keep), (num_samples,)))]
+        scheme = f"truncated Gaussian ({len(keep)} of {n_prop} proposals kept)"
+    flat = prop[idx]
 
     def constrained(f):
         return constrain_fn(mixture_model, args, kwargs, unravel(f), return_deterministic=True)
 
     draws = jax.vmap(constrained)(jnp.asarray(flat))
-    diag = {"method": "laplace", "mode_converged": bool(res.success),
+    if ess < 0.1 * num_samples:
+        log.info("%s: Laplace importance weights have ESS %.0f of %d proposals: the posterior "
+                 "is far from Gaussian (draws: %s); prefer method='nuts'", law.name, ess,
+                 n_prop, scheme)
+    diag = {"method": "laplace", "mode_converged": converged, "importance_ess": ess,
+            "draw_scheme": scheme,
             "min_hessian_eigenvalue": float(w.min()), "num_samples": num_samples}
     return {k: np.asarray(v) for k, v in draws.items()}, diag
 

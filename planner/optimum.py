@@ -161,6 +161,9 @@ def recommend(posterior, N: float, D: float, target_weights: dict | None = None,
              for i, (t, wt) in enumerate(zip(od["targets"], od["weights"]))]
     n = min(len(p) for p in parts)
     pred = sum(p[:n] for p in parts)
+    if not np.all(np.isfinite(pred)):
+        from planner.errors import FitError
+        raise FitError("the predicted loss at the recommendation is not finite for some draws")
     excess = od["loss_at_bayes"] - od["loss_at_star"]
     extra = {}
     if hi is not None:  # data caps: which bind at the recommendation (and how often per draw)
