@@ -43,7 +43,7 @@ def cmd_fit(args) -> int:
     targets = [t.strip() for t in args.targets.split(",")] if args.targets else None
     post = fit_runs(args.runs, law=args.law, targets=targets, method=args.method, out=args.out,
                     seed=args.seed, num_warmup=args.warmup, num_samples=args.samples,
-                    num_chains=args.chains)
+                    num_chains=args.chains, discrepancy=not args.no_discrepancy)
     for t in post.targets:
         d = post[t].diagnostics
         msg = f"{t}: {d.get('method')} fit on {d.get('n_obs')} observations in {d.get('seconds', 0):.1f} s"
@@ -119,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--law", default="additive")
     p.add_argument("--targets", default=None, help="comma-separated targets (default: all)")
     p.add_argument("--out", required=True)
+    p.add_argument("--no-discrepancy", action="store_true",
+                   help="skip the held-out-scale model-discrepancy term (one fewer fit)")
     _fit_options(p)
     p.set_defaults(func=cmd_fit)
 

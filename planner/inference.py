@@ -341,8 +341,12 @@ def diagnostic_warnings(d: dict) -> list[str]:
 def fit(table: RunsTable, law: str = "additive", targets: list[str] | None = None,
         method: str = "nuts", seed: int = 0, num_warmup: int = 500, num_samples: int = 500,
         num_chains: int = 2, map_starts: int = 32, progress: bool = False,
-        run_effect: bool | None = None) -> Posterior:
-    """Fit ``law`` to each target of ``table``; return a ``Posterior`` (one per target)."""
+        run_effect: bool | None = None, discrepancy: bool = False) -> Posterior:
+    """Fit ``law`` to each target of ``table``; return a ``Posterior`` (one per target).
+
+    discrepancy: also learn the model-discrepancy term by holding out the largest scale
+    (``planner.calibration.calibrate``; one extra fit), so predictions away from the data carry
+    it. Off by default inside campaign refits, on by default in ``planner fit``."""
     lw = get_law(law)
     if method not in METHODS:
         raise InputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
@@ -393,8 +397,14 @@ def fit(table: RunsTable, law: str = "additive", targets: list[str] | None = Non
         diag["n_obs"] = len(obs)
         diag["n_runs"] = obs.n_groups
         per_target[t] = TargetPosterior(t, draws, diag, idata, obs_logn=obs.logn, obs_logd=obs.logd)
-    return Posterior(law=law, domains=list(table.domains), targets=targets, per_target=per_target,
+    post = Posterior(law=law, domains=list(table.domains), targets=targets, per_target=per_target,
                      meta={"method": method, "seed": seed})
+    if discrepancy:
+        from planner.calibration import calibrate
+        calibrate(post, table, method=method, seed=seed, num_warmup=num_warmup,
+                  num_samples=num_samples, num_chains=num_chains, map_starts=map_starts,
+                  run_effect=run_effect)
+    return post
 
 
 def _to_arviz(mcmc, law: Law, domains: list[str]):
