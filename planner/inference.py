@@ -252,9 +252,16 @@ def fit_laplace(law: Law, data: ModelData, seed: int, init_map: MapResult,
         raise FitError(f"{law.name}: no finite posterior mode found")
     Hm = np.asarray(jax.jit(jax.hessian(lambda f: potential_fn(unravel(f))))(jnp.asarray(x_mode)))
     w, V = np.linalg.eigh(0.5 * (Hm + Hm.T))
-    if not np.all(np.isfinite(w)) or w.min() <= 0:
-        raise FitError(f"{law.name}: the posterior mode has a Hessian that is not positive "
-                       f"definite (min eigenvalue {w.min():.3g}); use method='nuts'")
+    if not np.all(np.isfinite(w)):
+        raise FitError(f"{law.name}: the Hessian at the posterior mode is not finite; "
+                       "use method='nuts'")
+    min_eig = float(w.min())
+    if min_eig <= 0:
+        # L-BFGS stopped on a saddle or a flat ridge: use the curvature's magnitude (floored) as
+        # the proposal's precision; the density check below discards implausible proposals
+        log.info("%s: Hessian at the mode is indefinite (min eigenvalue %.3g); using |H|",
+                 law.name, min_eig)
+        w = np.maximum(np.abs(w), 1e-6 * np.abs(w).max())
     L = V / np.sqrt(w)                                  # covariance = L L^T = H^-1
     k_eps, k_res = jax.random.split(k_draw)
     n_prop = 4 * num_samples
@@ -296,7 +303,7 @@ def fit_laplace(law: Law, data: ModelData, seed: int, init_map: MapResult,
                  n_prop, scheme)
     diag = {"method": "laplace", "mode_converged": converged, "importance_ess": ess,
             "draw_scheme": scheme,
-            "min_hessian_eigenvalue": float(w.min()), "num_samples": num_samples}
+            "min_hessian_eigenvalue": min_eig, "num_samples": num_samples}
     return {k: np.asarray(v) for k, v in draws.items()}, diag
 
 
