@@ -47,9 +47,9 @@ def cmd_fit(args) -> int:
     for t in post.targets:
         d = post[t].diagnostics
         msg = f"{t}: {d.get('method')} fit on {d.get('n_obs')} observations in {d.get('seconds', 0):.1f} s"
-        if d.get("method") == "nuts":
-            msg += (f"; max r_hat {d['r_hat_max']:.3f}, min ESS {d['ess_bulk_min']:.0f}, "
-                    f"{d['divergences']} divergences")
+        if "r_hat_max" in d:
+            msg += (f"; max r_hat {d['r_hat_max']:.3f}, min ESS {d.get('ess_bulk_min', 0):.0f}, "
+                    f"{d.get('divergences', 0)} divergences")
         print(msg)
     print(f"posterior saved to {args.out}")
     return 0
