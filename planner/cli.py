@@ -182,10 +182,13 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("jax", "arviz", "absl", "ray"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
+    from trainers.base import TrainerLoadError
+
     try:
         return int(args.func(args) or 0)
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (InputError, TrainerLoadError) as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        print(f"error: {msg}", file=sys.stderr)
         return 2
     except FitError as e:
         print(f"fit failed: {e}", file=sys.stderr)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from planner.errors import InputError
 
 
 def _run(args) -> int:
@@ -128,21 +127,10 @@ def register(subparsers) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Standalone entry (``python -m planner.cli_campaign``), same behaviour as ``planner``."""
-    from trainers.base import TrainerLoadError
+    """Standalone entry (``python -m planner.cli_campaign``): the ``planner`` command itself."""
+    from planner.cli import main as planner_main
 
-    parser = argparse.ArgumentParser(prog="planner")
-    sub = parser.add_subparsers(dest="command", required=True)
-    register(sub)
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except (InputError, TrainerLoadError) as e:
-        print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    return planner_main(argv)
 
 
 if __name__ == "__main__":
