@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from planner import inference, optimum
 from planner.errors import InputError
-from planner.inference import fit
-from planner.optimum import recommend
 from planner.posterior import Posterior
 from planner.runs import load_runs
 
@@ -40,7 +39,7 @@ def fit_runs(runs, law: str = "additive", targets=None, method: str = "nuts", ou
              seed: int = 0, **fit_kwargs) -> Posterior:
     """Load a runs table (path), fit ``law`` per target, save to ``out`` when given."""
     table = load_runs(runs, targets=targets)
-    post = fit(table, law=law, targets=targets, method=method, seed=seed, **fit_kwargs)
+    post = inference.fit(table, law=law, targets=targets, method=method, seed=seed, **fit_kwargs)
     if out is not None:
         post.save(out)
     return post
@@ -65,7 +64,7 @@ def predict_file(posterior, design, out, seed: int = 0) -> pd.DataFrame:
 def optimum_file(posterior, N: float, D: float, target_weights=None, out=None,
                  seed: int = 0) -> dict:
     post = posterior if isinstance(posterior, Posterior) else load_posterior(posterior)
-    rec = recommend(post, N, D, target_weights=target_weights, seed=seed)
+    rec = optimum.recommend(post, N, D, target_weights=target_weights, seed=seed)
     if out is not None:
         write_json_atomic(out, rec)
     return rec
