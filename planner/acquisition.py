@@ -205,9 +205,12 @@ def decision_strategy(req: DesignRequest) -> list[Proposal]:
         return random_strategy(req)
     opts = dict(req.options or {})
     space = req.space
-    cand = sample_candidates(space, int(opts.get("candidates", N_CANDIDATES)),
-                             seed=req.seed + 7919 * req.step, faces=0.2)
-    if space.min_weight == 0:
+    if opts.get("pool"):
+        cand = pool_candidates(opts["pool"], space.domains, req.observed, req.pending)
+    else:
+        cand = sample_candidates(space, int(opts.get("candidates", N_CANDIDATES)),
+                                 seed=req.seed + 7919 * req.step, faces=0.2)
+    if space.min_weight == 0 and not opts.get("pool"):
         V = vertices(space)
         sizes = cand.subset(np.arange(len(V)))
         cand = Candidates(np.concatenate([cand.N, sizes.N]), np.concatenate([cand.D, sizes.D]),
@@ -226,6 +229,41 @@ def decision_strategy(req: DesignRequest) -> list[Proposal]:
         filler = random_strategy(DesignRequest(**{**req.__dict__, "q": req.q - len(out)}))
         out += filler
     return out
+
+
+def load_pool(path, domains) -> Candidates:
+    """The distinct (N, D, h) designs of a runs table (e.g. recorded runs a replay trainer can
+    answer): the only candidates when ``acquisition.pool`` is set."""
+    import pandas as pd
+
+    from planner.runs import design_from_frame
+
+    p = str(path)
+    df = pd.read_parquet(p) if p.endswith((".parquet", ".pq")) else pd.read_csv(p)
+    N, D, H = design_from_frame(df, list(domains), source=f"acquisition pool {p}")
+    key = np.round(np.column_stack([np.log(N), np.log(D), H]), 9)
+    _, idx = np.unique(key, axis=0, return_index=True)
+    idx = np.sort(idx)
+    return Candidates(N[idx], D[idx], H[idx], tuple(domains))
+
+
+def pool_candidates(path, domains, observed, pending) -> Candidates:
+    """Pool designs not yet observed or pending (matched on N, D and h to 1e-6)."""
+    pool = load_pool(path, domains)
+    taken = []
+    if observed is not None and len(observed):
+        taken += [(float(r["N"]), float(r["D"]), [float(r[f"h_{d}"]) for d in domains])
+                  for _, r in observed.iterrows()]
+    taken += [(float(p.N), float(p.D), [float(p.h.get(d, 0.0)) for d in domains])
+              for p in (pending or [])]
+    keep = np.ones(len(pool), bool)
+    for N, D, h in taken:
+        same = (np.abs(pool.N - N) <= 1e-6 * N) & (np.abs(pool.D - D) <= 1e-6 * D) & \
+            (np.abs(pool.H - np.asarray(h)).max(axis=1) <= 1e-6)
+        keep &= ~same
+    if not keep.any():
+        raise InputError(f"acquisition pool {path}: every design has been bought already")
+    return pool.subset(np.flatnonzero(keep))
 
 
 def simplex_lattice(k: int, r: int) -> np.ndarray:

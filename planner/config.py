@@ -397,6 +397,8 @@ def config_from_dict(raw: Mapping[str, Any], base_dir: str | Path | None = None,
         if "name" not in a:
             raise InputError("config: missing required key 'acquisition.name'")
         name = _name(a.pop("name"), "acquisition.name")
+        if a.get("pool") is not None:
+            a["pool"] = _check_pool(a["pool"], domains, batch_size, base_dir, check_files)
         acquisition = AcquisitionConfig(name=name, options=a)
 
     tr = _mapping(d["trainer"], "trainer")
@@ -507,6 +509,26 @@ def _data_limits(d: Mapping, domains: tuple[str, ...], target_budget: TargetBudg
         raise _fail("domain_tokens", f"caps {low[0]!r} at weight {caps[low[0]]:.3g}, below "
                                      f"space.min_weight {min_weight:g}")
     return tokens, ep
+
+
+def _check_pool(pool: Any, domains, batch_size: int, base_dir, check_files: bool) -> str:
+    """acquisition.pool: a runs table whose designs are the only candidates (replay)."""
+    if not isinstance(pool, (str, Path)) or not str(pool):
+        raise _fail("acquisition.pool", f"must be a path to a runs table, got {pool!r}")
+    p = Path(pool).expanduser()
+    if not p.is_absolute() and base_dir is not None:
+        p = Path(base_dir) / p
+    p = p.resolve()
+    if check_files:
+        if not p.is_file():
+            raise _fail("acquisition.pool", f"file not found: {p}")
+        from planner.acquisition import load_pool
+
+        n = len(load_pool(p, list(domains)))
+        if batch_size > n:
+            raise _fail("batch_size", f"({batch_size}) is larger than the candidate set "
+                                      f"(acquisition.pool has {n} distinct designs)")
+    return str(p)
 
 
 def _check_jsonable(v: Any, key: str) -> None:
