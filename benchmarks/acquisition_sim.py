@@ -74,7 +74,7 @@ def run_campaign(strategy, law, truth, k, seed, rounds, q, n_init, fit_kw):
     for r in range(rounds + 1):
         df = pd.DataFrame(observed)
         t0 = time.perf_counter()
-        post = fit(runs_from_frame(df), law=law, method="nuts", seed=seed + r, **fit_kw)
+        post = fit(runs_from_frame(df), law=law, seed=seed + r, **fit_kw)
         rec = recommend(post, TARGET_N, TARGET_D)
         h_rec = np.array([rec["recommended"][d] for d in domains])
         L_rec = float(lw.point(truth, logn_t, logd_t, jnp.asarray(h_rec)))
@@ -110,13 +110,15 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--q", type=int, default=4)
     ap.add_argument("--strategies", nargs="+", default=["decision", "random", "grid"])
+    ap.add_argument("--method", default="nuts", help="refit method: nuts or laplace")
     ap.add_argument("--warmup", type=int, default=150)
     ap.add_argument("--samples", type=int, default=150)
     ap.add_argument("--out", default="benchmarks/results/acq")
     a = ap.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    fit_kw = {"num_warmup": a.warmup, "num_samples": a.samples, "num_chains": 2}
+    fit_kw = {"method": a.method, "num_warmup": a.warmup, "num_samples": a.samples,
+              "num_chains": 2}
     n_init = get_law(a.law).n_params(a.k) + 2  # more runs than parameters before the first fit
     rows = []
     for seed in a.seeds:
