@@ -451,15 +451,7 @@ def config_from_dict(raw: Mapping[str, Any], base_dir: str | Path | None = None,
 
     prior = d.get("prior_runs")
     if prior is not None:
-        if not isinstance(prior, (str, Path)) or not str(prior):
-            raise _fail("prior_runs", f"must be a path to a runs table, got {prior!r}")
-        p = Path(prior).expanduser()
-        if not p.is_absolute() and base_dir is not None:
-            p = Path(base_dir) / p
-        p = p.resolve()
-        if check_files and not p.is_file():
-            raise _fail("prior_runs", f"file not found: {p}")
-        prior = str(p)
+        prior = str(_table_path(prior, "prior_runs", base_dir, check_files))
 
     s = _mapping(d.get("stop"), "stop")
     _check_keys(s, ("expected_excess_loss",), "stop")
@@ -511,17 +503,23 @@ def _data_limits(d: Mapping, domains: tuple[str, ...], target_budget: TargetBudg
     return tokens, ep
 
 
-def _check_pool(pool: Any, domains, batch_size: int, base_dir, check_files: bool) -> str:
-    """acquisition.pool: a runs table whose designs are the only candidates (replay)."""
-    if not isinstance(pool, (str, Path)) or not str(pool):
-        raise _fail("acquisition.pool", f"must be a path to a runs table, got {pool!r}")
-    p = Path(pool).expanduser()
+def _table_path(value: Any, key: str, base_dir, check_files: bool) -> Path:
+    """A runs-table path from the config: relative to the config file, must exist."""
+    if not isinstance(value, (str, Path)) or not str(value):
+        raise _fail(key, f"must be a path to a runs table, got {value!r}")
+    p = Path(value).expanduser()
     if not p.is_absolute() and base_dir is not None:
         p = Path(base_dir) / p
     p = p.resolve()
+    if check_files and not p.is_file():
+        raise _fail(key, f"file not found: {p}")
+    return p
+
+
+def _check_pool(pool: Any, domains, batch_size: int, base_dir, check_files: bool) -> str:
+    """acquisition.pool: a runs table whose designs are the only candidates (replay)."""
+    p = _table_path(pool, "acquisition.pool", base_dir, check_files)
     if check_files:
-        if not p.is_file():
-            raise _fail("acquisition.pool", f"file not found: {p}")
         from planner.acquisition import load_pool
 
         n = len(load_pool(p, list(domains)))
