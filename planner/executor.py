@@ -27,7 +27,8 @@ import traceback
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from trainers.base import RunResult, RunSpec, TrainerLoadError, load_trainer
+from trainers.base import (RunResult, RunSpec, TrainerLoadError, load_trainer,
+                           resolve_trainer_factory)
 
 
 @dataclass
@@ -499,15 +500,5 @@ def _ensure_cwd_on_path() -> None:
 
 
 def _check_trainer_importable(path: str) -> None:
-    import importlib
-
     _ensure_cwd_on_path()
-    if not isinstance(path, str) or path.count(":") != 1 or not all(path.split(":")):
-        raise TrainerLoadError(f"trainer path {path!r} must look like 'package.module:attr'")
-    mod, attr = path.split(":")
-    try:
-        m = importlib.import_module(mod)
-    except ImportError as e:
-        raise TrainerLoadError(f"trainer module {mod!r} cannot be imported: {e}") from None
-    if not hasattr(m, attr):
-        raise TrainerLoadError(f"trainer module {mod!r} has no attribute {attr!r}")
+    resolve_trainer_factory(path)

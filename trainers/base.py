@@ -88,13 +88,11 @@ class TrainerLoadError(ValueError):
     """The configured trainer path or its arguments are unusable."""
 
 
-def load_trainer(path: str, args: dict[str, Any] | None = None) -> Trainer:
-    """Resolve ``"package.module:attr"`` and call it with ``args`` to build the trainer.
+def resolve_trainer_factory(path: str) -> Any:
+    """Import ``"package.module:attr"`` and return the attribute (not yet called).
 
-    Raises TrainerLoadError with a one-line reason for a malformed path, a missing module or
-    attribute, bad keyword arguments, or a result that is not callable.
-    """
-    args = dict(args or {})
+    Raises TrainerLoadError with a one-line reason for a malformed path or a missing module or
+    attribute."""
     if not isinstance(path, str) or path.count(":") != 1 or not all(path.split(":")):
         raise TrainerLoadError(f"trainer path {path!r} must look like 'package.module:attr'")
     mod_name, attr = path.split(":")
@@ -103,9 +101,19 @@ def load_trainer(path: str, args: dict[str, Any] | None = None) -> Trainer:
     except ImportError as e:
         raise TrainerLoadError(f"trainer module {mod_name!r} cannot be imported: {e}") from e
     try:
-        factory = getattr(module, attr)
+        return getattr(module, attr)
     except AttributeError:
         raise TrainerLoadError(f"trainer module {mod_name!r} has no attribute {attr!r}") from None
+
+
+def load_trainer(path: str, args: dict[str, Any] | None = None) -> Trainer:
+    """Resolve ``"package.module:attr"`` and call it with ``args`` to build the trainer.
+
+    Raises TrainerLoadError with a one-line reason for a malformed path, a missing module or
+    attribute, bad keyword arguments, or a result that is not callable.
+    """
+    args = dict(args or {})
+    factory = resolve_trainer_factory(path)
     if not callable(factory):
         raise TrainerLoadError(f"trainer {path!r} is not callable")
     try:
