@@ -165,11 +165,24 @@ def _minimize_potential(vg, x0, maxiter: int):
     return best["x"], best["v"], bool(res.success)
 
 
-def _mode_and_mass(law: Law, data: ModelData, init: dict, key):
-    """Refine to the posterior mode (unconstrained space) and return (init values, inverse mass
-    matrix for the law-parameter block), or (init, None) when the Hessian is not usable."""
-    from numpyro.infer.util import initialize_model, init_to_value
+@dataclass
+class _Mode:
+    """The posterior mode in NumPyro's unconstrained space, with what is needed to evaluate the
+    potential around it."""
+
+    args: tuple
+    kwargs: dict
+    potential_fn: object
+    unravel: object
+    x: np.ndarray       # flat unconstrained mode
+    value: float        # potential (negative log density) there; inf if none was finite
+    converged: bool
+
+
+def _posterior_mode(law: Law, data: ModelData, init: dict, key, maxiter: int) -> _Mode:
+    """L-BFGS on the model's potential from ``init`` (the prior median if ``init`` is invalid)."""
     from jax.flatten_util import ravel_pytree
+    from numpyro.infer.util import initialize_model, init_to_value
 
     args, kwargs = model_args(law, data)
     try:
@@ -184,10 +197,20 @@ def _mode_and_mass(law: Law, data: ModelData, init: dict, key):
         info, potential_fn, _, _ = initialize_model(
             key, mixture_model, model_args=args, model_kwargs=kwargs,
             init_strategy=init_to_median(num_samples=15), dynamic_args=False)
-    z0 = info.z
-    flat0, unravel = ravel_pytree(z0)
+    flat0, unravel = ravel_pytree(info.z)
     vg = jax.jit(jax.value_and_grad(lambda f: potential_fn(unravel(f))))
-    x, _, _ = _minimize_potential(vg, flat0, 2000)
+    x, v, converged = _minimize_potential(vg, flat0, maxiter)
+    return _Mode(args, kwargs, potential_fn, unravel, x, v, converged)
+
+
+def _mode_and_mass(law: Law, data: ModelData, init: dict, key):
+    """Refine to the posterior mode (unconstrained space) and return (init values, inverse mass
+    matrix for the law-parameter block), or (init, None) when the Hessian is not usable."""
+    from jax.flatten_util import ravel_pytree
+
+    mode = _posterior_mode(law, data, init, key, 2000)
+    args, kwargs, potential_fn, unravel = mode.args, mode.kwargs, mode.potential_fn, mode.unravel
+    x = mode.x
     z_mode = unravel(jnp.asarray(x))
     sites = law_sites(law)
     zl = {s: z_mode[s] for s in sites}
@@ -234,20 +257,14 @@ def fit_nuts(law: Law, data: ModelData, seed: int, init_map: MapResult, num_warm
 def fit_laplace(law: Law, data: ModelData, seed: int, init_map: MapResult,
                 num_samples: int) -> tuple[dict, dict]:
     """Laplace approximation at the posterior mode: (draws of every sample/deterministic site,
-    diagnostics). Raises FitError when the Hessian is not positive definite."""
-    from jax.flatten_util import ravel_pytree
-    from numpyro.infer.util import constrain_fn, init_to_value, initialize_model
+    diagnostics). Raises FitError when no finite mode or a non-finite Hessian is found."""
+    from numpyro.infer.util import constrain_fn
 
     key = jax.random.PRNGKey(seed)
     k_init, k_draw = jax.random.split(key)
-    args, kwargs = model_args(law, data)
-    init, _, _ = _mode_and_mass(law, data, _init_values(law, init_map, data), k_init)
-    info, potential_fn, _, _ = initialize_model(
-        k_init, mixture_model, model_args=args, model_kwargs=kwargs,
-        init_strategy=init_to_value(values=init), dynamic_args=False)
-    flat0, unravel = ravel_pytree(info.z)
-    vg = jax.jit(jax.value_and_grad(lambda f: potential_fn(unravel(f))))
-    x_mode, v_mode, converged = _minimize_potential(vg, flat0, 3000)
+    mode = _posterior_mode(law, data, _init_values(law, init_map, data), k_init, 3000)
+    args, kwargs, potential_fn, unravel = mode.args, mode.kwargs, mode.potential_fn, mode.unravel
+    x_mode, v_mode, converged = mode.x, mode.value, mode.converged
     if not np.isfinite(v_mode):
         raise FitError(f"{law.name}: no finite posterior mode found")
     Hm = np.asarray(jax.jit(jax.hessian(lambda f: potential_fn(unravel(f))))(jnp.asarray(x_mode)))
