@@ -1,8 +1,10 @@
 """Simulated campaigns: decision acquisition vs random vs the paper's grid (issue 5).
 
 A ground truth law (additive or joint, k domains, random parameters from ``--seed``) answers
-runs with 0.5 % multiplicative noise. Every strategy starts from the same space-filling initial
-design, then buys batches of ``--q`` runs; after each batch the law is refitted (NUTS) and the
+runs with 0.5 % multiplicative noise. Each strategy starts from its initial design (the same
+number of runs: the paper's grid from its cheapest size; random from a Sobol design over the
+whole size range; decision from a Sobol design over the cheapest quarter of each log size axis,
+as in the planner), then buys batches of ``--q`` runs; after each batch the law is refitted (NUTS) and the
 Bayes-choice mixture at the target budget is scored by its TRUE excess loss over the true
 optimum, relative to the optimal loss. Reports, per strategy, that curve against compute and
 the compute needed to reach an excess of 0.1 % of the optimal loss.
@@ -22,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 import planner  # noqa: F401
-from planner.design import DesignRequest, Space, propose
+from planner.design import DesignRequest, Space, initial_options, propose
 from planner.inference import fit
 from planner.laws import get_law, scale_inputs
 from planner.optimum import mirror_descent, recommend
@@ -68,7 +70,7 @@ def run_campaign(strategy, law, truth, k, seed, rounds, q, n_init, fit_kw):
 
     init_strategy = "grid" if strategy == "grid" else "random"
     req = DesignRequest(None, None, [], space, seed, n_init, step=0, target_N=TARGET_N,
-                        target_D=TARGET_D, law=law)
+                        target_D=TARGET_D, law=law, options=initial_options(strategy, {}))
     buy(propose(init_strategy, req))
     step = n_init
     for r in range(rounds + 1):

@@ -24,6 +24,10 @@ from planner.runs import runs_from_frame
 REGMIX = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "regmix"
 
 
+def _r(v):
+    return round(v, 4) if isinstance(v, float) else v
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--method", default="nuts")
@@ -53,12 +57,13 @@ def main() -> None:
     r = res["targets"][a.target]
     d = r["discrepancy"]
     keys = ("coverage_90", "coverage_50", "width_90_rel", "width_50_rel", "mean_relative_error",
-            "mean_log_error", "spearman")
+            "mean_log_error", "spearman", "abs_log_error_q40", "abs_log_error_q97",
+            "centred_bands_reachable")
     summary = {
         "law": a.law, "method": a.method, "target": a.target, "n_train": res["n_train_rows"],
         "n_heldout": r["n_heldout"], "split": res["split"],
-        "without_discrepancy": {k: round(r["without_discrepancy"][k], 4) for k in keys},
-        "with_discrepancy": {k: round(r["with_discrepancy"][k], 4) for k in keys},
+        "without_discrepancy": {k: _r(r["without_discrepancy"][k]) for k in keys},
+        "with_discrepancy": {k: _r(r["with_discrepancy"][k]) for k in keys},
         "discrepancy": {"kind": d["kind"], "s1": round(d["s1"], 5),
                         "s1_log_sd": round(d["s1_log_sd"], 3),
                         "evidence": {k: (round(v, 5) if isinstance(v, float) else v)

@@ -399,6 +399,9 @@ def config_from_dict(raw: Mapping[str, Any], base_dir: str | Path | None = None,
         name = _name(a.pop("name"), "acquisition.name")
         if a.get("pool") is not None:
             a["pool"] = _check_pool(a["pool"], domains, batch_size, base_dir, check_files)
+        if "init_scale_fraction" in a:
+            from planner.design import initial_options
+            initial_options(name, a)  # one clear line when it is not in (0, 1]
         acquisition = AcquisitionConfig(name=name, options=a)
 
     tr = _mapping(d["trainer"], "trainer")

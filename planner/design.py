@@ -179,16 +179,20 @@ def _sobol(n: int, dim: int, seed: int, skip: int = 0) -> np.ndarray:
 
 
 def sample_candidates(space: Space, n: int, seed: int = 0, skip: int = 0,
-                      faces: float = 0.0) -> Candidates:
+                      faces: float = 0.0, scale_fraction: float = 1.0) -> Candidates:
     """``n`` space-filling candidates: scrambled Sobol over (log N, log D) and Dirichlet(1) h.
 
     ``skip`` continues one low-discrepancy sequence across calls (pass the number of runs
     already drawn). ``faces``: the fraction of points moved onto a random face of the simplex
-    (some weights set to 0), allowed only when ``min_weight == 0``.
+    (some weights set to 0), allowed only when ``min_weight == 0``. ``scale_fraction`` in
+    (0, 1]: N and D come only from the cheapest fraction of each (log) axis.
     """
     if n <= 0:
         return Candidates(np.zeros(0), np.zeros(0), np.zeros((0, space.k)), space.domains)
+    if not 0 < scale_fraction <= 1:
+        raise InputError(f"scale fraction must be in (0, 1], got {scale_fraction}")
     u = _sobol(n, 2 + space.k, seed, skip)
+    u[:, :2] *= scale_fraction
     N = np.array([_round_size(x) for x in space.N_from_unit(u[:, 0])], dtype=float)
     D = np.array([_round_size(x) for x in space.D_from_unit(u[:, 1])], dtype=float)
     H = space.h_from_unit(u[:, 2:])
@@ -326,17 +330,21 @@ def random_strategy(req: DesignRequest) -> list[Proposal]:
     continued across calls (``req.step`` points skipped). When ``min_weight`` is 0 the first k
     runs of a campaign sit on the simplex vertices (pure domains) and a share ``faces`` (option,
     default 0.2) of the others on its faces. Each proposal is shrunk (D first) to fit
-    ``req.max_flops``; those that cannot fit are dropped. Options: faces, vertices (bool)."""
+    ``req.max_flops``; those that cannot fit are dropped. Options: faces, vertices (bool),
+    scale_fraction (1.0: the whole size range; the planner's initial design for ``decision``
+    uses the cheapest quarter of each log axis, see ``initial_options``)."""
     space = req.space
     q = req.q
     if q <= 0:
         return []
-    faces = float(req.options.get("faces", 0.2)) if req.options else 0.2
-    cand = sample_candidates(space, q, seed=req.seed, skip=req.step, faces=faces)
+    opts = dict(req.options or {})
+    cand = sample_candidates(space, q, seed=req.seed, skip=req.step,
+                             faces=float(opts.get("faces", 0.2)),
+                             scale_fraction=float(opts.get("scale_fraction", 1.0)))
     H = cand.H.copy()
     # vertices (pure domains) early in the campaign: run i < k uses vertex i; they pin down
     # each domain's own loss curve, which the law's 1 / sum C_i h_i^g_i term needs
-    n_vert = space.k if (space.min_weight == 0 and req.options.get("vertices", True)) else 0
+    n_vert = space.k if (space.min_weight == 0 and opts.get("vertices", True)) else 0
     for j in range(q):
         i = req.step + j
         if i < n_vert:
@@ -350,3 +358,20 @@ def random_strategy(req: DesignRequest) -> list[Proposal]:
         out.append(Proposal(N=_round_size(N), D=_round_size(D), h=_h_dict(H[j], space.domains),
                             strategy="random", info={"design": "sobol", "index": req.step + j}))
     return out
+
+
+INIT_SCALE_FRACTION = 0.25
+
+
+def initial_options(strategy: str, options: Mapping[str, Any] | None) -> dict:
+    """Options of the ``random`` initial design (the runs bought before the first fit).
+
+    ``decision`` starts cheap: its initial runs come from the cheapest quarter of each log size
+    axis (option ``init_scale_fraction``), because the value of information decides later
+    whether larger runs are worth their cost; the baselines keep the whole range."""
+    opts = dict(options or {})
+    default = INIT_SCALE_FRACTION if strategy == "decision" else 1.0
+    frac = float(opts.get("init_scale_fraction", default))
+    if not 0 < frac <= 1:
+        raise InputError(f"acquisition.init_scale_fraction must be in (0, 1], got {frac}")
+    return {"scale_fraction": frac}

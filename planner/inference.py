@@ -102,10 +102,23 @@ def _residual_sigma(law, layout, data, theta) -> float:
     return float(max(mad, 1e-4))
 
 
+def _pack(law: Law, params: dict, k: int) -> np.ndarray | None:
+    """Law parameters (natural scale) -> the log-parameter vector of ``_layout``; None when a
+    value is missing or not positive."""
+    parts = []
+    for p in law.params:
+        v = np.asarray(params.get(p.name, np.nan), float).reshape(-1)
+        if v.size != (k if p.per_domain else 1) or not np.all(v > 0):
+            return None
+        parts.append(np.log(v))
+    return np.concatenate(parts)
+
+
 def fit_map(law: Law, data: ModelData, seed: int = 0, starts: int = 32,
-            hops: int = 3, refine: int = 2) -> MapResult:
-    """The paper's Huber fit: L-BFGS from ``starts`` prior draws, then basin-hopping from the
-    best ``refine`` of them. The laws are multimodal in (E, C, g) (a constant shift of the loss
+            hops: int = 3, refine: int = 2, init: dict | None = None) -> MapResult:
+    """The paper's Huber fit: L-BFGS from ``starts`` prior draws (plus ``init``, natural-scale
+    law parameters such as a related fit's optimum), then basin-hopping from the best
+    ``refine`` of them. The laws are multimodal in (E, C, g) (a constant shift of the loss
     trades against the mixture strength), so many cheap starts matter more than long hops."""
     k = data.H.shape[1]
     layout = _layout(law, k)
@@ -117,8 +130,9 @@ def fit_map(law: Law, data: ModelData, seed: int = 0, starts: int = 32,
     rng = np.random.default_rng(seed)
     opts = {"maxiter": 500, "ftol": 1e-14, "gtol": 1e-9}
     results = []
-    for _ in range(starts):
-        x0 = _prior_draw(law, k, rng)
+    x_init = _pack(law, init, k) if init else None
+    x0s = ([] if x_init is None else [x_init]) + [_prior_draw(law, k, rng) for _ in range(starts)]
+    for x0 in x0s:
         res = optimize.minimize(smooth, x0, jac=True, method="L-BFGS-B",
                                 options={"maxiter": 300, "ftol": 1e-12, "gtol": 1e-8})
         results.append((fun(res.x)[0], res.x))
@@ -365,12 +379,15 @@ def diagnostic_warnings(d: dict) -> list[str]:
 def fit(table: RunsTable, law: str = "additive", targets: list[str] | None = None,
         method: str = "nuts", seed: int = 0, num_warmup: int = 500, num_samples: int = 500,
         num_chains: int = 2, map_starts: int = 32, progress: bool = False,
-        run_effect: bool | None = None, discrepancy: bool = False) -> Posterior:
+        run_effect: bool | None = None, discrepancy: bool = False,
+        map_init: dict | None = None) -> Posterior:
     """Fit ``law`` to each target of ``table``; return a ``Posterior`` (one per target).
 
     discrepancy: also learn the model-discrepancy term by holding out the largest scale
     (``planner.calibration.calibrate``; one extra fit), so predictions away from the data carry
-    it. Off by default inside campaign refits, on by default in ``planner fit``."""
+    it. Off by default inside campaign refits, on by default in ``planner fit``.
+    map_init: {target: natural-scale law parameters}, an extra start for the Huber fit (e.g.
+    the previous fit of a campaign, or the full fit when calibrating on a subset)."""
     lw = get_law(law)
     if method not in METHODS:
         raise InputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
@@ -388,7 +405,8 @@ def fit(table: RunsTable, law: str = "additive", targets: list[str] | None = Non
                              f"{n_par} parameters; need more rows than parameters")
         data = pad_observations(obs, run_effect=run_effect)
         t0 = time.perf_counter()
-        m = fit_map(lw, data, seed=seed + 7919 * i, starts=map_starts)
+        m = fit_map(lw, data, seed=seed + 7919 * i, starts=map_starts,
+                    init=(map_init or {}).get(t))
         if method == "laplace":
             s, diag = fit_laplace(lw, data, seed + 7919 * i, m, num_samples * num_chains)
             draws = {p.name: s[p.name] for p in lw.params}

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from planner.config import CampaignConfig
-from planner.design import DesignRequest, Proposal, Space, propose
+from planner.design import DesignRequest, Proposal, Space, initial_options, propose
 from planner.errors import InputError
 from planner.executor import Outcome
 from planner.ledger import Ledger, RunRecord
@@ -240,7 +240,8 @@ class Planner:
                 max_flops=flops_left, target_N=self.cfg.target_budget.N,
                 target_D=self.cfg.target_budget.D, target_weights=dict(self.cfg.targets),
                 law=self.cfg.law, target_hi=self.cfg.weight_upper(),
-                options=dict(self.cfg.acquisition.options) if use_post else {})
+                options=dict(self.cfg.acquisition.options) if use_post else
+                initial_options(self.cfg.acquisition.name, self.cfg.acquisition.options))
             try:
                 props = propose(name, req)
             except InputError:
