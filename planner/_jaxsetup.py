@@ -16,6 +16,12 @@ def configure_jax(host_devices: int | None = None) -> None:
     global _DONE
     if _DONE:
         return
+    # BLAS threads: the planner's linear algebra is tiny (L-BFGS-B on tens of parameters, small
+    # Hessians). Threaded OpenBLAS spins on every such call, and with JAX, Ray or a second
+    # process on the machine one fit took 130 s instead of 10 s in L-BFGS-B alone (2 cores).
+    # Read when a BLAS library loads (scipy's loads lazily, after this); a user's setting wins.
+    # MKL is left alone: torch's CPU kernels use it and want their threads.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     if "XLA_FLAGS" not in os.environ or "host_platform_device_count" not in os.environ["XLA_FLAGS"]:
         n = host_devices or min(4, os.cpu_count() or 1)
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +

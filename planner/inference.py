@@ -71,22 +71,31 @@ def _huber(r, delta):
     return jnp.where(a <= delta, 0.5 * r ** 2, delta * (a - 0.5 * delta))
 
 
-def _huber_objective(law: Law, layout, data: ModelData, delta: float = HUBER_DELTA):
-    logn, logd, H = jnp.asarray(data.logn), jnp.asarray(data.logd), jnp.asarray(data.H)
-    y, mask = jnp.asarray(data.y), jnp.asarray(data.mask)
+_COMPILED: dict = {}  # jitted functions per (kind, law, shapes): data enter as arguments
 
-    @jax.jit
-    def value_and_grad(theta):
-        def f(t):
+
+def _huber_value_and_grad(law: Law, layout, delta: float):
+    """Jitted value and gradient of the scaled Huber objective, the data as arguments, so a
+    refit on new data of the same bucket size reuses the compiled code."""
+    key = ("huber", law.name, tuple(layout), delta)
+    if key not in _COMPILED:
+        def f(t, logn, logd, H, y, mask, n_obs):
             pred = law.predict(_unpack(t, layout), logn, logd, H)
             r = jnp.where(mask, jnp.log(pred) - y, 0.0)
             # scaled by 1/delta^2 so values and gradients are O(1): L-BFGS-B's default
             # tolerances would otherwise stop at once on objectives of order 1e-6
-            return jnp.sum(_huber(r, delta)) / (data.n_obs * delta ** 2)
-        return jax.value_and_grad(f)(theta)
+            return jnp.sum(_huber(r, delta)) / (n_obs * delta ** 2)
+        _COMPILED[key] = jax.jit(jax.value_and_grad(f))
+    return _COMPILED[key]
+
+
+def _huber_objective(law: Law, layout, data: ModelData, delta: float = HUBER_DELTA):
+    vg = _huber_value_and_grad(law, layout, delta)
+    arrays = tuple(jnp.asarray(a) for a in (data.logn, data.logd, data.H, data.y, data.mask))
+    n_obs = float(data.n_obs)
 
     def fun(theta):
-        v, g = value_and_grad(jnp.asarray(theta))
+        v, g = vg(jnp.asarray(theta), *arrays, n_obs)
         v = float(v)
         if not np.isfinite(v):
             return 1e10, np.zeros_like(theta)
@@ -179,6 +188,36 @@ def _minimize_potential(vg, x0, maxiter: int):
     return best["x"], best["v"], bool(res.success)
 
 
+def _dynamic_args(args: tuple) -> tuple:
+    """The array part of ``model_args`` (law, k and n_groups are static)."""
+    law, k, logn, logd, H, mask, group, n_groups, logd_ref, log_href = args
+    return (logn, logd, H, mask, group, jnp.asarray(logd_ref), log_href)
+
+
+def _potential_fns(args: tuple, z_template: dict) -> dict:
+    """Jitted potential (negative log density) on a flat unconstrained vector: its value and
+    gradient, Hessian and batched value, with the data as arguments (compiled once per law,
+    k, bucket size and site shapes, not once per fit)."""
+    from jax.flatten_util import ravel_pytree
+    from numpyro.infer.util import potential_energy
+
+    law, k, n_groups, has_href = args[0], args[1], args[7], args[9] is not None
+    shapes = tuple((n, tuple(np.shape(v))) for n, v in sorted(z_template.items()))
+    key = ("potential", law.name, k, n_groups, has_href, shapes)
+    if key not in _COMPILED:
+        _, unravel = ravel_pytree(z_template)
+
+        def pot(flat, dyn, y):
+            logn, logd, H, mask, group, logd_ref, log_href = dyn
+            margs = (law, k, logn, logd, H, mask, group, n_groups, logd_ref, log_href)
+            return potential_energy(mixture_model, margs, {"y": y}, unravel(flat))
+
+        _COMPILED[key] = {"value_and_grad": jax.jit(jax.value_and_grad(pot)),
+                          "hessian": jax.jit(jax.hessian(pot)),
+                          "batch": jax.jit(jax.vmap(pot, in_axes=(0, None, None)))}
+    return _COMPILED[key]
+
+
 @dataclass
 class _Mode:
     """The posterior mode in NumPyro's unconstrained space, with what is needed to evaluate the
@@ -191,6 +230,15 @@ class _Mode:
     x: np.ndarray       # flat unconstrained mode
     value: float        # potential (negative log density) there; inf if none was finite
     converged: bool
+    fns: dict           # ``_potential_fns``: value_and_grad, hessian, batch (flat, dyn, y)
+    dyn: tuple
+    y: object
+
+    def hessian(self, x) -> np.ndarray:
+        return np.asarray(self.fns["hessian"](jnp.asarray(x), self.dyn, self.y))
+
+    def potential_batch(self, X) -> np.ndarray:
+        return np.asarray(self.fns["batch"](jnp.asarray(X), self.dyn, self.y))
 
 
 def _posterior_mode(law: Law, data: ModelData, init: dict, key, maxiter: int) -> _Mode:
@@ -212,9 +260,11 @@ def _posterior_mode(law: Law, data: ModelData, init: dict, key, maxiter: int) ->
             key, mixture_model, model_args=args, model_kwargs=kwargs,
             init_strategy=init_to_median(num_samples=15), dynamic_args=False)
     flat0, unravel = ravel_pytree(info.z)
-    vg = jax.jit(jax.value_and_grad(lambda f: potential_fn(unravel(f))))
+    fns = _potential_fns(args, info.z)
+    dyn, y = _dynamic_args(args), kwargs["y"]
+    vg = lambda f: fns["value_and_grad"](f, dyn, y)  # noqa: E731
     x, v, converged = _minimize_potential(vg, flat0, maxiter)
-    return _Mode(args, kwargs, potential_fn, unravel, x, v, converged)
+    return _Mode(args, kwargs, potential_fn, unravel, x, v, converged, fns, dyn, y)
 
 
 def _mode_and_mass(law: Law, data: ModelData, init: dict, key):
@@ -223,19 +273,19 @@ def _mode_and_mass(law: Law, data: ModelData, init: dict, key):
     from jax.flatten_util import ravel_pytree
 
     mode = _posterior_mode(law, data, init, key, 2000)
-    args, kwargs, potential_fn, unravel = mode.args, mode.kwargs, mode.potential_fn, mode.unravel
+    args, kwargs, unravel = mode.args, mode.kwargs, mode.unravel
     x = mode.x
     z_mode = unravel(jnp.asarray(x))
     sites = law_sites(law)
-    zl = {s: z_mode[s] for s in sites}
-    flat_l, unravel_l = ravel_pytree(zl)
-
-    def pot_law(fl):
-        z = dict(z_mode)
-        z.update(unravel_l(fl))
-        return potential_fn(z)
-
-    Hm = np.asarray(jax.jit(jax.hessian(pot_law))(flat_l))
+    # the law block of the full Hessian, in the flat order NumPyro gives the block's sites
+    # (ravel_pytree: sorted names); the full flat vector is also in sorted-name order
+    offsets, i = {}, 0
+    for name in sorted(z_mode):
+        n = int(np.size(z_mode[name]))
+        offsets[name] = np.arange(i, i + n)
+        i += n
+    idx = np.concatenate([offsets[name] for name in sorted(sites)])
+    Hm = mode.hessian(x)[np.ix_(idx, idx)]
     mass = None
     try:
         w, V = np.linalg.eigh(0.5 * (Hm + Hm.T))
@@ -281,7 +331,7 @@ def fit_laplace(law: Law, data: ModelData, seed: int, init_map: MapResult,
     x_mode, v_mode, converged = mode.x, mode.value, mode.converged
     if not np.isfinite(v_mode):
         raise FitError(f"{law.name}: no finite posterior mode found")
-    Hm = np.asarray(jax.jit(jax.hessian(lambda f: potential_fn(unravel(f))))(jnp.asarray(x_mode)))
+    Hm = mode.hessian(x_mode)
     w, V = np.linalg.eigh(0.5 * (Hm + Hm.T))
     if not np.all(np.isfinite(w)):
         raise FitError(f"{law.name}: the Hessian at the posterior mode is not finite; "
@@ -301,7 +351,7 @@ def fit_laplace(law: Law, data: ModelData, seed: int, init_map: MapResult,
     # Sampling-importance-resampling: weight each Gaussian proposal by the true posterior
     # density over the Gaussian's, so directions the Hessian sees as flat (weakly identified
     # parameters) cannot produce absurd draws; the weights' ESS is reported.
-    U = np.asarray(jax.jit(jax.vmap(lambda f: potential_fn(unravel(f))))(jnp.asarray(prop)))
+    U = mode.potential_batch(prop)
     logq = -0.5 * np.sum(eps ** 2, axis=1)
     logw = np.where(np.isfinite(U), -U - logq, -np.inf)
     logw -= logw.max()
