@@ -102,3 +102,29 @@ def test_fewer_rows_than_parameters_is_input_error():
     df = simulate("additive", TRUE_ADDITIVE, N, D, H, NOISE, seed=4)
     with pytest.raises(InputError, match="more rows than parameters"):
         fit(runs_from_frame(df), law="additive", method="map")
+
+
+def test_warm_refit_reaches_the_cold_optimum():
+    """A campaign refit starts from the previous fit with a quarter of the random starts
+    (planner.loop.warm_start); it must land on the optimum a cold 32-start fit finds."""
+    from types import SimpleNamespace
+
+    from planner.loop import warm_start
+
+    N, D, H = grid_design(8, NS, DS, seed=11)
+    df = simulate("additive", TRUE_ADDITIVE, N, D, H, NOISE, seed=12)
+    cfg = SimpleNamespace(law="additive", domains=["code", "web", "books"], targets={"web": 1.0})
+    prev = fit(runs_from_frame(df.iloc[:-6]), law="additive", method="map", seed=0)
+    kw = warm_start(prev, cfg)
+    assert kw["map_starts"] == 8 and set(kw["map_init"]) == {"web"}
+    warm = fit(runs_from_frame(df), law="additive", method="map", seed=1, **kw)
+    cold = fit(runs_from_frame(df), law="additive", method="map", seed=1)
+    ow = warm["web"].diagnostics["huber_objective"]
+    oc = cold["web"].diagnostics["huber_objective"]
+    # same basin: objectives equal to L-BFGS tolerance (ftol 1e-14 on an O(1) objective; 1e-6
+    # relative leaves room for basin-hopping's last step) or the warm one lower
+    assert ow <= oc * (1 + 1e-6)
+    pw, pc = warm.loss_draws("web", N, D, H)[0], cold.loss_draws("web", N, D, H)[0]
+    np.testing.assert_allclose(pw, pc, rtol=1e-4)  # 1e-4: far below the 1 % noise
+    # a previous fit of another law or other domains is ignored
+    assert warm_start(prev, SimpleNamespace(law="joint", domains=cfg.domains, targets={})) == {}
