@@ -31,13 +31,14 @@ def main() -> None:
     ap.add_argument("--target", default="pile_cc")
     ap.add_argument("--warmup", type=int, default=300)
     ap.add_argument("--samples", type=int, default=300)
+    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--data", default=str(REGMIX))
     a = ap.parse_args()
     df = load_regmix(a.data)
     train = runs_from_frame(df[df.scale != "1B"].drop(columns="scale"), targets=[a.target])
     test = df[df.scale == "1B"].reset_index(drop=True)
     t0 = time.perf_counter()
-    post = fit(train, law=a.law, targets=[a.target], method=a.method, seed=0,
+    post = fit(train, law=a.law, targets=[a.target], method=a.method, seed=a.seed,
                num_warmup=a.warmup, num_samples=a.samples)
     secs = time.perf_counter() - t0
     design = test.drop(columns=[c for c in test.columns if c.startswith("loss_")])
@@ -55,7 +56,8 @@ def main() -> None:
            "coverage_90": round(float(np.mean((y >= lo) & (y <= hi))), 3),
            "mean_interval_width_rel": round(float(np.mean((hi - lo) / p)), 4),
            "diagnostics": {k: v for k, v in post[a.target].diagnostics.items()
-                           if k in ("r_hat_max", "ess_bulk_min", "divergences", "mean_leapfrog_steps")}}
+                           if k in ("r_hat_max", "ess_bulk_min", "divergences",
+                                    "mean_leapfrog_steps", "huber_objective")}}
     print(json.dumps(out, indent=1))
 
 
