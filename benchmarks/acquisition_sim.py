@@ -25,6 +25,7 @@ import pandas as pd
 
 import planner  # noqa: F401
 from planner.design import DesignRequest, Space, initial_options, propose
+from planner.errors import FitError
 from planner.inference import fit
 from planner.laws import get_law, scale_inputs
 from planner.optimum import mirror_descent, recommend
@@ -76,14 +77,21 @@ def run_campaign(strategy, law, truth, k, seed, rounds, q, n_init, fit_kw):
     for r in range(rounds + 1):
         df = pd.DataFrame(observed)
         t0 = time.perf_counter()
-        post = fit(runs_from_frame(df), law=law, seed=seed + r, **fit_kw)
+        try:
+            post = fit(runs_from_frame(df), law=law, seed=seed + r, **fit_kw)
+            fit_failed = False
+        except FitError as e:  # as the planner does: keep going with the last good fit
+            if post is None:
+                raise
+            print(f"fit failed ({e}); keeping the previous fit", flush=True)
+            fit_failed = True
         rec = recommend(post, TARGET_N, TARGET_D)
         h_rec = np.array([rec["recommended"][d] for d in domains])
         L_rec = float(lw.point(truth, logn_t, logd_t, jnp.asarray(h_rec)))
         rows.append({"strategy": strategy, "seed": seed, "round": r, "runs": len(observed),
                      "flops": flops, "excess_rel": (L_rec - L_opt) / L_opt,
                      "eel_rel": rec["expected_excess_loss"] / L_opt,
-                     "fit_s": time.perf_counter() - t0})
+                     "fit_s": time.perf_counter() - t0, "fit_failed": fit_failed})
         print(json.dumps(rows[-1]), flush=True)
         if r == rounds:
             break

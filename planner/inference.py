@@ -347,31 +347,41 @@ def fit_laplace(law: Law, data: ModelData, seed: int, init_map: MapResult,
     k_eps, k_res = jax.random.split(k_draw)
     n_prop = 4 * num_samples
     eps = np.asarray(jax.random.normal(k_eps, (n_prop, len(w))))
-    prop = x_mode[None, :] + eps @ L.T
-    # Sampling-importance-resampling: weight each Gaussian proposal by the true posterior
-    # density over the Gaussian's, so directions the Hessian sees as flat (weakly identified
-    # parameters) cannot produce absurd draws; the weights' ESS is reported.
-    U = mode.potential_batch(prop)
-    logq = -0.5 * np.sum(eps ** 2, axis=1)
-    logw = np.where(np.isfinite(U), -U - logq, -np.inf)
-    logw -= logw.max()
-    wts = np.exp(logw)
-    wts /= wts.sum()
-    ess = float(1.0 / np.sum(wts ** 2))
-    if ess >= 0.1 * num_samples:
-        idx = np.asarray(jax.random.choice(k_res, n_prop, (num_samples,), p=jnp.asarray(wts)))
-        scheme = "importance-resampled"
-    else:
+    from scipy.stats import chi2
+    bound = 0.5 * chi2.ppf(0.999, len(w))
+    # The Gaussian's scale is shrunk (1, 1/2, 1/4, 1/10) only when not one of its proposals has
+    # a plausible true density: the Hessian then badly underestimates the curvature somewhere
+    # (seen on the joint law with few runs). The shrink used is in the draw scheme.
+    for shrink in (1.0, 0.5, 0.25, 0.1):
+        prop = x_mode[None, :] + shrink * (eps @ L.T)
+        # Sampling-importance-resampling: weight each Gaussian proposal by the true posterior
+        # density over the Gaussian's, so directions the Hessian sees as flat (weakly
+        # identified parameters) cannot produce absurd draws; the weights' ESS is reported.
+        U = mode.potential_batch(prop)
+        logq = -0.5 * np.sum(eps ** 2, axis=1)
+        logw = np.where(np.isfinite(U), -U - logq, -np.inf)
+        if not np.isfinite(logw).any():
+            continue
+        logw -= logw.max()
+        wts = np.exp(logw)
+        wts /= wts.sum()
+        ess = float(1.0 / np.sum(wts ** 2))
+        scale_note = "" if shrink == 1.0 else f", Gaussian scaled by {shrink}"
+        if ess >= 0.1 * num_samples:
+            idx = np.asarray(jax.random.choice(k_res, n_prop, (num_samples,), p=jnp.asarray(wts)))
+            scheme = "importance-resampled" + scale_note
+            break
         # weights too degenerate to resample from (the true posterior is narrower or curved
         # where the Gaussian is wide): keep the Gaussian's spread but drop proposals whose true
         # density falls below what a Gaussian of this dimension reaches 99.9 % of the time
-        from scipy.stats import chi2
-        keep = np.flatnonzero(np.isfinite(U) & (U - v_mode <= 0.5 * chi2.ppf(0.999, len(w))))
-        if len(keep) == 0:
-            raise FitError(f"{law.name}: no Laplace draw has a plausible posterior density")
-        idx = keep[:num_samples] if len(keep) >= num_samples else \
-            keep[np.asarray(jax.random.choice(k_res, len(keep), (num_samples,)))]
-        scheme = f"truncated Gaussian ({len(keep)} of {n_prop} proposals kept)"
+        keep = np.flatnonzero(np.isfinite(U) & (U - v_mode <= bound))
+        if len(keep):
+            idx = keep[:num_samples] if len(keep) >= num_samples else \
+                keep[np.asarray(jax.random.choice(k_res, len(keep), (num_samples,)))]
+            scheme = f"truncated Gaussian ({len(keep)} of {n_prop} proposals kept{scale_note})"
+            break
+    else:
+        raise FitError(f"{law.name}: no Laplace draw has a plausible posterior density")
     flat = prop[idx]
 
     def constrained(f):
