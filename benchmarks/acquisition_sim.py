@@ -69,9 +69,13 @@ def run_campaign(strategy, law, truth, k, seed, rounds, q, n_init, fit_kw):
                              "loss_t": y, "run_id": f"r{len(observed)}"})
             flops += p.flops
 
+    # random-cheap (an ablation): random runs from the cheapest quarter of each log size axis
+    # all campaign long, i.e. decision's initial design without the acquisition
+    cheap = {"scale_fraction": 0.25}
     init_strategy = "grid" if strategy == "grid" else "random"
+    init_opts = cheap if strategy == "random-cheap" else initial_options(strategy, {})
     req = DesignRequest(None, None, [], space, seed, n_init, step=0, target_N=TARGET_N,
-                        target_D=TARGET_D, law=law, options=initial_options(strategy, {}))
+                        target_D=TARGET_D, law=law, options=init_opts)
     buy(propose(init_strategy, req))
     step = n_init
     for r in range(rounds + 1):
@@ -96,8 +100,9 @@ def run_campaign(strategy, law, truth, k, seed, rounds, q, n_init, fit_kw):
         if r == rounds:
             break
         req = DesignRequest(post, df, [], space, seed, q, step=step, target_N=TARGET_N,
-                            target_D=TARGET_D, law=law)
-        buy(propose(strategy, req))
+                            target_D=TARGET_D, law=law,
+                            options=cheap if strategy == "random-cheap" else {})
+        buy(propose("random" if strategy == "random-cheap" else strategy, req))
         step += q
     return rows
 
@@ -119,7 +124,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--q", type=int, default=4)
-    ap.add_argument("--strategies", nargs="+", default=["decision", "random", "grid"])
+    ap.add_argument("--strategies", nargs="+", default=["decision", "random", "grid"],
+                    help="also: random-cheap (random runs in the cheap corner only; ablation)")
     ap.add_argument("--method", default="nuts", help="refit method: nuts or laplace")
     ap.add_argument("--warmup", type=int, default=150)
     ap.add_argument("--samples", type=int, default=150)

@@ -120,7 +120,7 @@ class ExecutorConfig:
 
 @dataclass(frozen=True)
 class FitConfig:
-    method: str = "nuts"  # nuts (full posterior), map (fast point fit), svi
+    method: str = "nuts"  # nuts (full posterior), laplace (Gaussian at the mode), map (point)
     num_warmup: int = 500
     num_samples: int = 500
     num_chains: int = 2
