@@ -129,9 +129,10 @@ def main() -> None:
             pd.DataFrame(rows).to_csv(out / "curves.csv", index=False)
     (out / "reference.json").write_text(json.dumps(refs, indent=1))
     cur = pd.DataFrame(rows)
+    cur["picked_best"] = cur["regret"] <= 0
     summ = cur.groupby(["strategy", "round"]).agg(
         runs=("runs", "mean"), flops=("flops", "mean"), regret=("regret", "mean"),
-        runs_60m=("runs_60m", "mean")).reset_index()
+        picked_best=("picked_best", "mean"), runs_60m=("runs_60m", "mean")).reset_index()
     summ.to_csv(out / "summary.csv", index=False)
     print(summ.to_string(index=False))
 
