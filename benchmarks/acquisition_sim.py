@@ -81,15 +81,15 @@ def run_campaign(strategy, law, truth, k, seed, rounds, q, n_init, fit_kw):
     for r in range(rounds + 1):
         df = pd.DataFrame(observed)
         t0 = time.perf_counter()
-        try:
-            post = fit(runs_from_frame(df), law=law, seed=seed + r, **fit_kw)
-            fit_failed = False
+        try:  # fit and recommend fail together, as in the planner's fitter
+            new = fit(runs_from_frame(df), law=law, seed=seed + r, **fit_kw)
+            rec_new = recommend(new, TARGET_N, TARGET_D)
+            post, rec, fit_failed = new, rec_new, False
         except FitError as e:  # as the planner does: keep going with the last good fit
             if post is None:
                 raise
             print(f"fit failed ({e}); keeping the previous fit", flush=True)
             fit_failed = True
-        rec = recommend(post, TARGET_N, TARGET_D)
         h_rec = np.array([rec["recommended"][d] for d in domains])
         L_rec = float(lw.point(truth, logn_t, logd_t, jnp.asarray(h_rec)))
         rows.append({"strategy": strategy, "seed": seed, "round": r, "runs": len(observed),

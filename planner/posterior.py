@@ -84,7 +84,8 @@ class Posterior:
         if noise:
             t = np.asarray(jax.random.t(k2, STUDENT_NU, mu.shape))
             mu = mu + t * sigma[:, None]
-        return np.exp(mu)
+        with np.errstate(over="ignore"):  # overflow is +inf: recommend() handles it
+            return np.exp(mu)
 
     def predict(self, design: pd.DataFrame, targets: list[str] | None = None,
                 interval: float = 0.9, seed: int = 0) -> pd.DataFrame:
