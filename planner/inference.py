@@ -254,7 +254,7 @@ def _posterior_mode(law: Law, data: ModelData, init: dict, key, maxiter: int) ->
     except (RuntimeError, ValueError):
         # the Huber fit can land where the model's density is not finite (e.g. an overflowing
         # mixture term): start from the prior median instead
-        from numpyro.infer.util import init_to_median
+        from numpyro.infer.initialization import init_to_median
         log.info("MAP values are not a valid start for the sampler; using the prior median")
         info, potential_fn, _, _ = initialize_model(
             key, mixture_model, model_args=args, model_kwargs=kwargs,
@@ -387,7 +387,20 @@ def fit_laplace(law: Law, data: ModelData, seed: int, init_map: MapResult,
     def constrained(f):
         return constrain_fn(mixture_model, args, kwargs, unravel(f), return_deterministic=True)
 
-    draws = jax.vmap(constrained)(jnp.asarray(flat))
+    draws = {k: np.asarray(v) for k, v in jax.vmap(constrained)(jnp.asarray(flat)).items()}
+    # a tail draw can overflow a derived parameter (C = exp(log K - g log h_ref) with a large g)
+    # where the density itself is finite: drop such draws while they are rare (< 10 %)
+    ok = np.ones(len(flat), bool)
+    for v in draws.values():
+        ok &= np.isfinite(v.reshape(len(flat), -1)).all(axis=1)
+    n_dropped = int((~ok).sum())
+    if n_dropped > 0.1 * len(flat):
+        bad = sorted(k for k, v in draws.items() if not np.isfinite(v).all())
+        raise FitError(f"{law.name}: {n_dropped} of {len(flat)} Laplace draws have non-finite "
+                       f"{', '.join(bad)}; use method='nuts'")
+    if n_dropped:
+        draws = {k: v[ok] for k, v in draws.items()}
+        scheme += f"; {n_dropped} draws with an overflowing parameter dropped"
     if ess < 0.1 * num_samples:
         log.info("%s: Laplace importance weights have ESS %.0f of %d proposals: the posterior "
                  "is far from Gaussian (draws: %s); prefer method='nuts'", law.name, ess,
@@ -395,7 +408,7 @@ def fit_laplace(law: Law, data: ModelData, seed: int, init_map: MapResult,
     diag = {"method": "laplace", "mode_converged": converged, "importance_ess": ess,
             "draw_scheme": scheme,
             "min_hessian_eigenvalue": min_eig, "num_samples": num_samples}
-    return {k: np.asarray(v) for k, v in draws.items()}, diag
+    return draws, diag
 
 
 def _diagnostics(mcmc, law: Law, num_samples: int, num_chains: int) -> dict:

@@ -128,3 +128,22 @@ def test_warm_refit_reaches_the_cold_optimum():
     np.testing.assert_allclose(pw, pc, rtol=1e-4)  # 1e-4: far below the 1 % noise
     # a previous fit of another law or other domains is ignored
     assert warm_start(prev, SimpleNamespace(law="joint", domains=cfg.domains, targets={})) == {}
+
+
+def test_mode_search_falls_back_to_the_prior_median_from_an_invalid_start():
+    """A Huber optimum where the model's density is not finite must not end the fit: the mode
+    search restarts from the prior median (this path once failed on a wrong import)."""
+    import jax
+
+    from planner.inference import _posterior_mode
+    from planner.model import pad_observations
+
+    N, D, H = grid_design(6, NS, DS, seed=21)
+    df = simulate("additive", TRUE_ADDITIVE, N, D, H, NOISE, seed=22)
+    data = pad_observations(runs_from_frame(df).observations("web"))
+    bad = {"log_S": np.nan}
+    mode = _posterior_mode(get_law("additive"), data, bad, jax.random.PRNGKey(0), 3000)
+    assert np.isfinite(mode.value) and np.all(np.isfinite(mode.x))
+    # it found the same mode as a valid start does (potential to L-BFGS tolerance)
+    good = _posterior_mode(get_law("additive"), data, {}, jax.random.PRNGKey(0), 3000)
+    assert abs(mode.value - good.value) < 1e-4 * max(1.0, abs(good.value))
