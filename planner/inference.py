@@ -242,29 +242,60 @@ class _Mode:
 
 
 def _posterior_mode(law: Law, data: ModelData, init: dict, key, maxiter: int) -> _Mode:
-    """L-BFGS on the model's potential from ``init`` (the prior median if ``init`` is invalid)."""
+    """L-BFGS on the model's potential from ``init`` (the Huber optimum) and from the prior
+    median; the lower mode wins.
+
+    The Huber fit has no priors: with few runs it can run off to a degenerate basin (seen on the
+    quickstart: log K_i = 21.5, logit phi = -17), where the search from it stops at a local mode
+    far above the posterior's (potential 204 vs -25) with an indefinite Hessian, and the Laplace
+    draws went wild. The second search costs one more L-BFGS run on already compiled code."""
     from jax.flatten_util import ravel_pytree
+    from numpyro.infer.initialization import init_to_median
     from numpyro.infer.util import initialize_model, init_to_value
 
     args, kwargs = model_args(law, data)
+    k_huber, k_median = jax.random.split(key)
+    infos = []
     try:
-        info, potential_fn, _, _ = initialize_model(
-            key, mixture_model, model_args=args, model_kwargs=kwargs,
-            init_strategy=init_to_value(values=init), dynamic_args=False)
+        infos.append(initialize_model(
+            k_huber, mixture_model, model_args=args, model_kwargs=kwargs,
+            init_strategy=init_to_value(values=init), dynamic_args=False))
     except (RuntimeError, ValueError):
         # the Huber fit can land where the model's density is not finite (e.g. an overflowing
-        # mixture term): start from the prior median instead
-        from numpyro.infer.initialization import init_to_median
+        # mixture term): only the prior median then
         log.info("MAP values are not a valid start for the sampler; using the prior median")
-        info, potential_fn, _, _ = initialize_model(
-            key, mixture_model, model_args=args, model_kwargs=kwargs,
-            init_strategy=init_to_median(num_samples=15), dynamic_args=False)
-    flat0, unravel = ravel_pytree(info.z)
-    fns = _potential_fns(args, info.z)
-    dyn, y = _dynamic_args(args), kwargs["y"]
-    vg = lambda f: fns["value_and_grad"](f, dyn, y)  # noqa: E731
-    x, v, converged = _minimize_potential(vg, flat0, maxiter)
-    return _Mode(args, kwargs, potential_fn, unravel, x, v, converged, fns, dyn, y)
+    infos.append(initialize_model(
+        k_median, mixture_model, model_args=args, model_kwargs=kwargs,
+        init_strategy=init_to_median(num_samples=101), dynamic_args=False))
+    best = None
+    for info, potential_fn, _, _ in infos:
+        flat0, unravel = ravel_pytree(info.z)
+        fns = _potential_fns(args, info.z)
+        dyn, y = _dynamic_args(args), kwargs["y"]
+        vg = lambda f, fns=fns, dyn=dyn, y=y: fns["value_and_grad"](f, dyn, y)  # noqa: E731
+        x, v, converged = _minimize_potential(vg, flat0, maxiter)
+        if best is None or v < best.value:
+            best = _Mode(args, kwargs, potential_fn, unravel, x, v, converged, fns, dyn, y)
+    # L-BFGS can stop on a saddle (gradient ~ 0, an indefinite Hessian): step off it both ways
+    # along the most negative curvature and keep what goes lower (a few times at most)
+    vg = lambda f: best.fns["value_and_grad"](f, best.dyn, best.y)  # noqa: E731
+    for _ in range(3):
+        if not np.isfinite(best.value):
+            break
+        Hm = best.hessian(best.x)
+        if not np.all(np.isfinite(Hm)):
+            break
+        w, V = np.linalg.eigh(0.5 * (Hm + Hm.T))
+        if w[0] >= 0:
+            break
+        found = False
+        for sign in (1.0, -1.0):
+            x, v, converged = _minimize_potential(vg, best.x + sign * V[:, 0], maxiter)
+            if v < best.value - 1e-6:
+                best.x, best.value, best.converged, found = x, v, converged, True
+        if not found:
+            break
+    return best
 
 
 def _mode_and_mass(law: Law, data: ModelData, init: dict, key):

@@ -147,3 +147,29 @@ def test_mode_search_falls_back_to_the_prior_median_from_an_invalid_start():
     # it found the same mode as a valid start does (potential to L-BFGS tolerance)
     good = _posterior_mode(get_law("additive"), data, {}, jax.random.PRNGKey(0), 3000)
     assert abs(mode.value - good.value) < 1e-4 * max(1.0, abs(good.value))
+
+
+def test_mode_search_escapes_a_degenerate_huber_start():
+    """Real runs (the first 10 of a quickstart campaign, prose loss) where one seed's Huber fit
+    (no priors) lands in a degenerate basin (log K = 21.5, logit phi = -17). From there alone
+    L-BFGS stopped at a saddle 229 nats above the posterior mode, and Laplace draws overflowed.
+    The prior-median start and the saddle escape must reach the mode a good start finds."""
+    from pathlib import Path
+
+    import jax
+    import pandas as pd
+
+    from planner.inference import _init_values, _posterior_mode, fit_map
+    from planner.model import pad_observations
+
+    df = pd.read_csv(Path(__file__).parent / "fixtures" / "quickstart_first10.csv")
+    data = pad_observations(runs_from_frame(df).observations("prose"))
+    law = get_law("additive")
+    bad = fit_map(law, data, seed=7919)
+    assert bad.params["C"][1] > 1e6  # the degenerate Huber optimum this test is about
+    good = _posterior_mode(law, data, _init_values(law, fit_map(law, data, seed=10), data),
+                           jax.random.PRNGKey(10), 3000)
+    m = _posterior_mode(law, data, _init_values(law, bad, data), jax.random.PRNGKey(1), 3000)
+    # the same mode: potentials agree to L-BFGS tolerance, and the Hessian there is positive
+    assert abs(m.value - good.value) < 1e-4 * max(1.0, abs(good.value))
+    assert np.linalg.eigvalsh(m.hessian(m.x)).min() > 0
