@@ -225,7 +225,6 @@ class _Mode:
 
     args: tuple
     kwargs: dict
-    potential_fn: object
     unravel: object
     x: np.ndarray       # flat unconstrained mode
     value: float        # potential (negative log density) there; inf if none was finite
@@ -233,9 +232,19 @@ class _Mode:
     fns: dict           # ``_potential_fns``: value_and_grad, hessian, batch (flat, dyn, y)
     dyn: tuple
     y: object
+    _H: np.ndarray | None = None  # Hessian at x, computed once (the saddle check, the callers)
 
-    def hessian(self, x) -> np.ndarray:
-        return np.asarray(self.fns["hessian"](jnp.asarray(x), self.dyn, self.y))
+    def value_and_grad(self, x):
+        return self.fns["value_and_grad"](x, self.dyn, self.y)
+
+    def hessian(self) -> np.ndarray:
+        """The Hessian of the potential at the mode ``x``."""
+        if self._H is None:
+            self._H = np.asarray(self.fns["hessian"](jnp.asarray(self.x), self.dyn, self.y))
+        return self._H
+
+    def move_to(self, x, value, converged) -> None:
+        self.x, self.value, self.converged, self._H = x, value, converged, None
 
     def potential_batch(self, X) -> np.ndarray:
         return np.asarray(self.fns["batch"](jnp.asarray(X), self.dyn, self.y))
@@ -255,44 +264,43 @@ def _posterior_mode(law: Law, data: ModelData, init: dict, key, maxiter: int) ->
 
     args, kwargs = model_args(law, data)
     k_huber, k_median = jax.random.split(key)
-    infos = []
+    starts = []
     try:
-        infos.append(initialize_model(
+        starts.append(initialize_model(
             k_huber, mixture_model, model_args=args, model_kwargs=kwargs,
-            init_strategy=init_to_value(values=init), dynamic_args=False))
+            init_strategy=init_to_value(values=init), dynamic_args=False)[0].z)
     except (RuntimeError, ValueError):
         # the Huber fit can land where the model's density is not finite (e.g. an overflowing
         # mixture term): only the prior median then
         log.info("MAP values are not a valid start for the sampler; using the prior median")
-    infos.append(initialize_model(
+    starts.append(initialize_model(
         k_median, mixture_model, model_args=args, model_kwargs=kwargs,
-        init_strategy=init_to_median(num_samples=101), dynamic_args=False))
-    best = None
-    for info, potential_fn, _, _ in infos:
-        flat0, unravel = ravel_pytree(info.z)
-        fns = _potential_fns(args, info.z)
-        dyn, y = _dynamic_args(args), kwargs["y"]
-        vg = lambda f, fns=fns, dyn=dyn, y=y: fns["value_and_grad"](f, dyn, y)  # noqa: E731
-        x, v, converged = _minimize_potential(vg, flat0, maxiter)
-        if best is None or v < best.value:
-            best = _Mode(args, kwargs, potential_fn, unravel, x, v, converged, fns, dyn, y)
+        init_strategy=init_to_median(num_samples=101), dynamic_args=False)[0].z)
+    # both starts have the same sites and shapes: one flattening, one set of compiled functions
+    _, unravel = ravel_pytree(starts[0])
+    best = _Mode(args, kwargs, unravel, None, np.inf, False, _potential_fns(args, starts[0]),
+                 _dynamic_args(args), kwargs["y"])
+    for z in starts:
+        x, v, converged = _minimize_potential(best.value_and_grad, ravel_pytree(z)[0], maxiter)
+        if best.x is None or v < best.value:
+            best.move_to(x, v, converged)
     # L-BFGS can stop on a saddle (gradient ~ 0, an indefinite Hessian): step off it both ways
     # along the most negative curvature and keep what goes lower (a few times at most)
-    vg = lambda f: best.fns["value_and_grad"](f, best.dyn, best.y)  # noqa: E731
     for _ in range(3):
         if not np.isfinite(best.value):
             break
-        Hm = best.hessian(best.x)
+        Hm = best.hessian()
         if not np.all(np.isfinite(Hm)):
             break
         w, V = np.linalg.eigh(0.5 * (Hm + Hm.T))
         if w[0] >= 0:
             break
         found = False
-        for sign in (1.0, -1.0):
-            x, v, converged = _minimize_potential(vg, best.x + sign * V[:, 0], maxiter)
+        for step in (V[:, 0], -V[:, 0]):
+            x, v, converged = _minimize_potential(best.value_and_grad, best.x + step, maxiter)
             if v < best.value - 1e-6:
-                best.x, best.value, best.converged, found = x, v, converged, True
+                best.move_to(x, v, converged)
+                found = True
         if not found:
             break
     return best
@@ -316,7 +324,7 @@ def _mode_and_mass(law: Law, data: ModelData, init: dict, key):
         offsets[name] = np.arange(i, i + n)
         i += n
     idx = np.concatenate([offsets[name] for name in sorted(sites)])
-    Hm = mode.hessian(x)[np.ix_(idx, idx)]
+    Hm = mode.hessian()[np.ix_(idx, idx)]
     mass = None
     try:
         w, V = np.linalg.eigh(0.5 * (Hm + Hm.T))
@@ -358,11 +366,11 @@ def fit_laplace(law: Law, data: ModelData, seed: int, init_map: MapResult,
     key = jax.random.PRNGKey(seed)
     k_init, k_draw = jax.random.split(key)
     mode = _posterior_mode(law, data, _init_values(law, init_map, data), k_init, 3000)
-    args, kwargs, potential_fn, unravel = mode.args, mode.kwargs, mode.potential_fn, mode.unravel
+    args, kwargs, unravel = mode.args, mode.kwargs, mode.unravel
     x_mode, v_mode, converged = mode.x, mode.value, mode.converged
     if not np.isfinite(v_mode):
         raise FitError(f"{law.name}: no finite posterior mode found")
-    Hm = mode.hessian(x_mode)
+    Hm = mode.hessian()
     w, V = np.linalg.eigh(0.5 * (Hm + Hm.T))
     if not np.all(np.isfinite(w)):
         raise FitError(f"{law.name}: the Hessian at the posterior mode is not finite; "

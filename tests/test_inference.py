@@ -172,4 +172,4 @@ def test_mode_search_escapes_a_degenerate_huber_start():
     m = _posterior_mode(law, data, _init_values(law, bad, data), jax.random.PRNGKey(1), 3000)
     # the same mode: potentials agree to L-BFGS tolerance, and the Hessian there is positive
     assert abs(m.value - good.value) < 1e-4 * max(1.0, abs(good.value))
-    assert np.linalg.eigvalsh(m.hessian(m.x)).min() > 0
+    assert np.linalg.eigvalsh(m.hessian()).min() > 0
