@@ -25,17 +25,16 @@ import numpy as np
 import pandas as pd
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from acquisition_sim import compute_to_reach  # noqa: E402  (this folder's campaign simulator)
+
 TOL = 1e-3
 
 
 def reach(g: pd.DataFrame, tol: float = TOL) -> tuple[float, bool]:
     """(compute after which excess stays <= tol, reached?); (final compute, False) if never."""
-    g = g.sort_values("flops")
-    ok = (g["excess_rel"] <= tol).to_numpy()
-    for i in range(len(ok)):
-        if ok[i:].all():
-            return float(g["flops"].iloc[i]), True
-    return float(g["flops"].iloc[-1]), False
+    flops = compute_to_reach(g, tol)
+    return (flops, True) if np.isfinite(flops) else (float(g["flops"].max()), False)
 
 
 def summarise(root: Path, ks, laws) -> pd.DataFrame:
