@@ -4,6 +4,7 @@ bookkeeping, refusal of a changed config, the CLI handlers. Fits use MAP to stay
 from __future__ import annotations
 
 import json
+import re
 
 import pandas as pd
 import pytest
@@ -85,8 +86,8 @@ def test_failures_are_retried_and_recorded(ray_session, tmp_path):
     inject = {"r00001": ["raise"], "r00002": ["nan", "inf"], "r00003": ["hang"],
               "r00004": ["raise", "raise", "raise"], "r00005": ["die"]}
     # timeout_s leaves room for a dead worker's replacement to start on a loaded 2-core machine
-    c = cfg(trainer_args={"state_dir": str(state), "inject": inject, "hang_s": 60},
-            executor={"timeout_s": 8.0, "max_retries": 2}, budget={"max_runs": 5},
+    c = cfg(trainer_args={"state_dir": str(state), "inject": inject, "hang_s": 300},
+            executor={"timeout_s": 20.0, "max_retries": 2}, budget={"max_runs": 5},
             max_failure_fraction=0.5)
     res = run_campaign(c, out)
     assert res.stop_reason == "budget"
@@ -121,7 +122,12 @@ def test_too_many_failures_stop_the_campaign(ray_session, tmp_path, capsys):
     rc = cli_campaign.main(["run", str(p), "--out", str(out)])
     assert rc == 1
     err = capsys.readouterr().err
-    assert "campaign stopped: 3 of 3 runs failed" in err and "max_failure_fraction" in err
+    # the stop is checked once the third run has ended (MIN_ENDED_FOR_FAILURE_STOP); with
+    # batch_size=2 the other run in flight may end in the same poll and is recorded, not lost,
+    # so 3 or 4 ended runs are both correct
+    m = re.search(r"campaign stopped: (\d+) of (\d+) runs failed", err)
+    assert m and m.group(1) == m.group(2) and int(m.group(1)) in (3, 4), err
+    assert "max_failure_fraction" in err
     assert campaign_status(out)["counts"]["completed"] == 0
 
 
