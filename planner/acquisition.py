@@ -63,16 +63,12 @@ class DecisionState:
 def decision_state(posterior, N: float, D: float, target_weights=None,
                    max_draws: int = MAX_DRAWS, lo=None, hi=None) -> DecisionState:
     od = optimum_draws(posterior, N, D, target_weights, lo=lo, hi=hi, max_draws=max_draws)
-    targets, w = od["targets"], jnp.asarray(od["weights"])
+    targets = od["targets"]
     S = od["h_star"].shape[0]
-    law = get_law(posterior.law)
     params = [{k: v[:S] for k, v in posterior[t].law_params(posterior.law).items()} for t in targets]
     H_dec = np.concatenate([od["h_star"], od["h_bayes"][None]], axis=0)
-    logn, logd = scale_inputs(N, D)
-    J = H_dec.shape[0]
-    Lmat = 0.0
-    for wt, p in zip(w, params):
-        Lmat = Lmat + wt * law.predict_draws(p, jnp.full(J, logn), jnp.full(J, logd), jnp.asarray(H_dec))
+    # the same per-draw objective the optima minimised (law, times any mixture discrepancy)
+    Lmat = od["loss_matrix"](H_dec)
     Lstar = jnp.asarray(od["loss_at_star"])
     sigma = np.stack([np.asarray(posterior[t].draws["sigma"][:S]) for t in targets])
     eel = float(_eel(jnp.full((S,), 1.0 / S), Lmat, Lstar))

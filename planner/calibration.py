@@ -80,7 +80,8 @@ def discrepancy_from_heldout(inner_posterior, target: str, heldout: RunsTable,
     err = heldout_errors(inner_posterior, target, heldout)
     if len(err["y"]) == 0:
         return disc_mod.prior_default(f"target {target!r} was not measured at the held-out scale")
-    out = disc_mod.fit_slope(err["log_error"], err["param_var"], err["noise_var"], err["dist"])
+    out = disc_mod.fit_slope(err["log_error"], err["param_var"], err["noise_var"], err["dist"],
+                             H=err["H"])
     out["evidence"]["split"] = dict(split_info or {})
     out["evidence"]["inner_method"] = inner_posterior.meta.get("method")
     return out
@@ -140,6 +141,7 @@ def calibrate(posterior, table: RunsTable, method: str | None = None, seed: int 
         tp.diagnostics = dict(tp.diagnostics)
         tp.diagnostics["discrepancy"] = {
             "kind": d["kind"], "s1": d["s1"], "s1_log_sd": d["s1_log_sd"],
+            "length_scale": d.get("length_scale"), "mixture_share": d.get("mixture_share"),
             "note": d["evidence"].get("reason", f"calibrated by holding out {info['rule']}"),
             "seconds": round(secs, 2)}
         if d["kind"] == disc_mod.KIND_PRIOR:

@@ -30,12 +30,30 @@ relative error about 0.76 e-folds beyond its largest fitted model gives s1 ~ 0.0
 (log s1, rho) is computed on a grid; its log s1 marginal is summarised by a median and a log-sd.
 With no held-out scale (one (N, D) scale only) the prior itself is used (kind "prior-default").
 
+Mixture structure. The mixture-specific share need not be white noise over h: mixtures close
+to each other tend to be mispredicted alike. When the held-out rows' mixtures are given,
+``fit_slope`` replaces (1 - rho) diag(d^2) by (1 - rho) (d d^T * K_ell), K_ell(h, h') =
+exp(-|h - h'|^2 / (2 ell^2)), and puts a uniform prior on ell over ``GRID_ELL`` (ell = 0 is
+the white-noise model above; the largest ell is nearly constant over the simplex). The grid
+posterior is then over (log s1, rho, ell); with a kernel the Gaussian is evaluated through one
+eigendecomposition per (rho, ell) of the whitened matrix (at most ``MAX_HELDOUT`` rows, a fixed
+subsample beyond that). Only the mode of ell is used; s1 and rho stay those of the white model
+(``fit_slope`` says why).
+
 Downstream: ``log_sd`` gives s(x) per draw and design; ``Posterior.predictive_draws`` adds
-Normal(0, s) to log-loss. The discrepancy is modelled as independent of the mixture at a given
-(N, D) for the decision: a per-draw factor exp(delta) common to all h leaves each draw's argmin,
-hence the h* posterior, unchanged, and scales the excess loss by exp(delta) (mean factor
-exp(s^2/2), at most 1.02 for s < 0.2). The mixture-specific share (1 - rho) is reported in the
-evidence; making h* move with it would need a random function of h per draw.
+Normal(0, s) to log-loss (marginally exact for every ell). The shared part (rho) is common to
+all h at a given (N, D): a per-draw factor exp(delta) leaves each draw's argmin unchanged.
+The mixture-specific part is what can move h*: when the posterior favours a smooth kernel
+(mode of ell > 0), ``mixture_field`` gives each posterior draw s its own random function of h,
+
+    f_s(h) = a_s sqrt(2 / M) sum_m cos(omega_sm . h + beta_sm),    a_s = s1_s dist sqrt(1 - rho),
+
+random Fourier features of the kernel (omega ~ Normal(0, I / ell^2), beta ~ Uniform(0, 2 pi),
+M = ``FIELD_FEATURES``, fixed seed), so f_s has variance a_s^2 and covariance a_s^2 K_ell.
+``optimum.optimum_draws`` minimises L_s(h) exp(f_s(h)) per draw: the h* posterior, the Bayes
+choice and the expected excess loss all include the discrepancy, and it grows with the distance
+from the observed runs. With white noise (ell = 0) or the prior default there is no evidence of
+structure over h and no field is attached.
 """
 from __future__ import annotations
 
@@ -54,6 +72,12 @@ _GRID_LOG_S1 = np.linspace(math.log(1e-4), math.log(1.0), 241)
 # weighted by the prior mass of its cell (trapezoid rule) so the prior stays Uniform(0, 1)
 _GRID_RHO = np.unique(np.concatenate([np.linspace(0.0, 1.0, 21), 1.0 - np.logspace(-6, -1.4, 24)]))
 _RHO_W = np.gradient(_GRID_RHO)
+# length scales of the mixture kernel (Euclidean distance between weight vectors; two vertices
+# of the simplex are sqrt(2) apart); 0 = white noise over h
+GRID_ELL = np.array([0.0, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2])
+MAX_HELDOUT = 400          # rows used for the kernel likelihood (fixed subsample beyond)
+FIELD_FEATURES = 128       # random Fourier features per draw for the mixture field
+FIELD_SEED = 20251126
 
 
 # ------------------------------------------------------------------------------ distance
@@ -131,12 +155,89 @@ def prior_default(reason: str) -> dict:
             "evidence": {"reason": reason, "prior_s1": PRIOR_S1, "prior_log_sd": PRIOR_LOG_SD}}
 
 
+def mixture_kernel(H, ell: float) -> np.ndarray:
+    """Squared-exponential kernel between weight vectors (rows of H); the identity for ell = 0."""
+    H = np.asarray(H, float)
+    if ell <= 0:
+        return np.eye(len(H))
+    d2 = ((H[:, None, :] - H[None, :, :]) ** 2).sum(-1)
+    return np.exp(-0.5 * d2 / ell ** 2)
+
+
+def _loglik_grid_kernel(e, base_var, d, K):
+    """As ``_loglik_grid`` with the mixture-specific share correlated by K:
+    Sigma = diag(v) + s1^2 D [rho 1 1^T + (1 - rho) K] D, evaluated exactly by whitening with
+    diag(v)^(-1/2) and one eigendecomposition per rho (the s1 grid then costs O(n) each)."""
+    sv = np.sqrt(base_var)
+    et, dt = e / sv, d / sv
+    B = np.outer(dt, dt)
+    s2 = np.exp(2 * _GRID_LOG_S1)[:, None]
+    const = np.log(base_var).sum() + len(e) * math.log(2 * math.pi)
+    out = np.empty((len(_GRID_LOG_S1), len(_GRID_RHO)))
+    for j, rho in enumerate(_GRID_RHO):
+        lam, U = np.linalg.eigh(B * (rho + (1 - rho) * K))
+        lam = np.maximum(lam, 0.0)
+        c2 = (U.T @ et) ** 2
+        den = 1.0 + s2 * lam[None, :]
+        out[:, j] = -0.5 * (const + np.log(den).sum(1) + (c2[None, :] / den).sum(1))
+    return out
+
+
+def _grid_posterior(ll, prior_s1, prior_log_sd):
+    """Normalised posterior weights on (..., log s1, rho) from log-likelihoods on that grid."""
+    lp = ll - 0.5 * ((_GRID_LOG_S1[:, None] - math.log(prior_s1)) / prior_log_sd) ** 2
+    w = np.exp(lp - lp.max()) * _RHO_W
+    return w / w.sum()
+
+
+def _s1_summary(w_s1):
+    cdf = np.cumsum(w_s1)
+    mean = float((w_s1 * _GRID_LOG_S1).sum())
+    return {"median": float(np.interp(0.5, cdf, _GRID_LOG_S1)),
+            "log_sd": float(np.sqrt((w_s1 * (_GRID_LOG_S1 - mean) ** 2).sum())),
+            "q05": float(np.interp(0.05, cdf, _GRID_LOG_S1)),
+            "q95": float(np.interp(0.95, cdf, _GRID_LOG_S1))}
+
+
+def mixture_structure(e, v, d, H, prior_s1: float = PRIOR_S1,
+                      prior_log_sd: float = PRIOR_LOG_SD, seed: int = 0) -> dict:
+    """Posterior over the length scale ell of the mixture-specific share (uniform prior on
+    ``GRID_ELL``; ell = 0 is white noise), marginal over (log s1, rho). At most ``MAX_HELDOUT``
+    rows (a fixed subsample beyond). Returns {"length_scale" (posterior mode), "posterior":
+    {ell: p}, "s1_given_ell", "rho_given_ell"} (the kernel model's own estimates at the mode,
+    reported as evidence)."""
+    idx = np.arange(len(e))
+    if len(idx) > MAX_HELDOUT:
+        idx = np.sort(np.random.default_rng(seed).choice(idx, MAX_HELDOUT, replace=False))
+    e, v, d, H = e[idx], v[idx], d[idx], np.asarray(H, float)[idx]
+    lls = [_loglik_grid(e, v, d)] + [_loglik_grid_kernel(e, v, d, mixture_kernel(H, ell))
+                                     for ell in GRID_ELL[1:]]
+    w = _grid_posterior(np.stack(lls), prior_s1, prior_log_sd)    # (L, G1, G2)
+    w_ell = w.sum((1, 2))
+    i = int(np.argmax(w_ell))
+    wi = w[i] / w[i].sum()
+    return {"length_scale": float(GRID_ELL[i]),
+            "posterior": {f"{ell:g}": float(p) for ell, p in zip(GRID_ELL, w_ell)},
+            "s1_given_ell": float(math.exp(_s1_summary(wi.sum(1))["median"])),
+            "rho_given_ell": float((wi.sum(0) * _GRID_RHO).sum()), "n_rows": int(len(e))}
+
+
 def fit_slope(errors, param_var, noise_var, dist, prior_s1: float = PRIOR_S1,
-              prior_log_sd: float = PRIOR_LOG_SD) -> dict:
+              prior_log_sd: float = PRIOR_LOG_SD, H=None, seed: int = 0) -> dict:
     """Posterior of the discrepancy slope s1 from held-out log-errors (see module docstring).
 
     errors, param_var, noise_var, dist: arrays of shape (n,) (noise_var may be a scalar).
-    Returns {"kind", "s0", "s1" (posterior median), "s1_log_sd", "evidence": {...}}."""
+    Returns {"kind", "s0", "s1" (posterior median), "s1_log_sd", "rho" (posterior mean),
+    "mixture_share" (posterior mean of 1 - rho), "length_scale", "evidence": {...}}.
+
+    Scale and structure are estimated separately. s1 and rho come from the model with white
+    mixture-specific errors, which matches the pointwise spread of the held-out errors (what
+    prediction intervals need). With H (n, k), the held-out rows' mixtures, ``length_scale`` is
+    the posterior mode of ell under the kernel model (``mixture_structure``); without H it is
+    0 (no structure over h, no mixture field). The kernel model's own s1 is larger (a smooth
+    field's pointwise variance exceeds its spread over nearby mixtures, and the prior pulls
+    harder on fewer effective observations); used for the intervals it over-covered the
+    out-of-family check (99.7 % in a 90 % interval), so it is reported as evidence only."""
     e = np.asarray(errors, float)
     d = np.asarray(dist, float)
     v = np.asarray(param_var, float) + np.broadcast_to(np.asarray(noise_var, float), e.shape)
@@ -145,20 +246,19 @@ def fit_slope(errors, param_var, noise_var, dist, prior_s1: float = PRIOR_S1,
         return prior_default("no held-out observation away from the fitted designs")
     e, d, v = e[ok], d[ok], np.maximum(v[ok], 1e-12)
     ll = _loglik_grid(e, v, d)
-    lp = ll - 0.5 * ((_GRID_LOG_S1[:, None] - math.log(prior_s1)) / prior_log_sd) ** 2
-    w = np.exp(lp - lp.max()) * _RHO_W[None, :]
-    w /= w.sum()
-    w_s1 = w.sum(1)
-    cdf = np.cumsum(w_s1)
-    med = float(np.interp(0.5, cdf, _GRID_LOG_S1))
-    mean = float((w_s1 * _GRID_LOG_S1).sum())
-    lsd = float(np.sqrt((w_s1 * (_GRID_LOG_S1 - mean) ** 2).sum()))
+    w = _grid_posterior(ll, prior_s1, prior_log_sd)
+    s1s = _s1_summary(w.sum(1))
     rho_mean = float((w.sum(0) * _GRID_RHO).sum())
     i, j = np.unravel_index(np.argmax(ll), ll.shape)
     z = e / np.sqrt(v)
     q = 1.6448536269514722
+    struct = None
+    if H is not None:
+        struct = mixture_structure(e, v, d, np.asarray(H, float)[ok], prior_s1, prior_log_sd, seed)
     return {
-        "kind": KIND_HELDOUT, "s0": 0.0, "s1": math.exp(med), "s1_log_sd": lsd,
+        "kind": KIND_HELDOUT, "s0": 0.0, "s1": math.exp(s1s["median"]), "s1_log_sd": s1s["log_sd"],
+        "rho": rho_mean, "mixture_share": 1.0 - rho_mean,
+        "length_scale": struct["length_scale"] if struct else 0.0,
         "evidence": {
             "n_heldout": int(len(e)),
             "distance_mean": float(d.mean()), "distance_min": float(d.min()),
@@ -170,8 +270,39 @@ def fit_slope(errors, param_var, noise_var, dist, prior_s1: float = PRIOR_S1,
             "coverage90_without": float(np.mean(np.abs(z) <= q)),
             "s1_ml": float(math.exp(_GRID_LOG_S1[i])), "rho_ml": float(_GRID_RHO[j]),
             "shared_share_rho": rho_mean,
-            "s1_q05": float(math.exp(np.interp(0.05, cdf, _GRID_LOG_S1))),
-            "s1_q95": float(math.exp(np.interp(0.95, cdf, _GRID_LOG_S1))),
+            "mixture_structure": struct,
+            "s1_q05": float(math.exp(s1s["q05"])), "s1_q95": float(math.exp(s1s["q95"])),
             "prior_s1": prior_s1, "prior_log_sd": prior_log_sd,
         },
     }
+
+
+# ------------------------------------------------------------------------------ mixture field
+def mixture_field(tp, logn: float, logd: float, k: int, n_draws: int,
+                  seed: int = FIELD_SEED) -> dict | None:
+    """The mixture-specific discrepancy at one target (N, D) as per-draw random functions of h
+    (module docstring), or None when there is none (no discrepancy, white noise over h, or the
+    target at an observed scale). Returns {"amp": (S,), "omega": (S, M, k), "phase": (S, M)}."""
+    disc = tp.discrepancy
+    if not disc:
+        return None
+    ell = float(disc.get("length_scale") or 0.0)
+    share = float(disc.get("mixture_share") or 0.0)
+    if ell <= 0 or share <= 0:
+        return None
+    dist_t = float(distance(tp, [logn], [logd])[0])
+    if dist_t <= 0:
+        return None
+    amp = slope_draws(disc, n_draws) * dist_t * math.sqrt(share)
+    rng = np.random.default_rng(seed)
+    omega = rng.standard_normal((n_draws, FIELD_FEATURES, k)) / ell
+    phase = rng.uniform(0.0, 2 * math.pi, (n_draws, FIELD_FEATURES))
+    return {"amp": amp, "omega": omega, "phase": phase}
+
+
+def field_value(amp, omega, phase, h):
+    """f(h) for one draw (JAX): amp sqrt(2/M) sum_m cos(omega_m . h + phase_m)."""
+    import jax.numpy as jnp
+
+    m = omega.shape[-2]
+    return amp * jnp.sqrt(2.0 / m) * jnp.sum(jnp.cos(omega @ h + phase))

@@ -73,16 +73,6 @@ def mirror_descent(objective, steps: int = STEPS, lo=None, hi=None):
     return solve
 
 
-def weighted_loss_fn(law_name: str, logn, logd, weights: jnp.ndarray):
-    """f(params_by_target, h) = sum_t w_t L_t(h) at one (logn, logd)."""
-    law = get_law(law_name)
-
-    def f(params_list, h):
-        return sum(w * law.point(p, logn, logd, h) for w, p in zip(weights, params_list))
-
-    return f
-
-
 def _check_weights(posterior, target_weights):
     if not target_weights:
         target_weights = {t: 1.0 for t in posterior.targets[:1]} if len(posterior.targets) == 1 \
@@ -98,12 +88,59 @@ def _check_weights(posterior, target_weights):
     return target_weights
 
 
+def _fields(posterior, names, logn, logd, S: int):
+    """Per target the mixture-specific discrepancy at the target as per-draw random functions
+    of h (``discrepancy.mixture_field``), or None; plus a flag whether any target has one."""
+    from planner.discrepancy import mixture_field
+
+    k = len(posterior.domains)
+    fields = [mixture_field(posterior[t], float(logn), float(logd), k, S) for t in names]
+    fields = [None if f is None else {kk: jnp.asarray(v) for kk, v in f.items()} for f in fields]
+    return fields
+
+
+FIELD_POOL = 2048   # points scanned per draw when a mixture field makes the objective multimodal
+FIELD_POLISH = 4    # best pool points polished by mirror descent
+
+
+def field_pool(k: int, lo=None, hi=None) -> jnp.ndarray:
+    """A fixed scan set on the (bounded) simplex: the centre, the vertices, and Dirichlet(1)
+    and Dirichlet(0.3) points (the latter near the faces), projected onto the bounds."""
+    rng = np.random.default_rng(7)
+    n = (FIELD_POOL - 1 - k) // 2
+    pts = np.concatenate([np.full((1, k), 1.0 / k), np.eye(k) + 1e-12,
+                          rng.dirichlet(np.ones(k), n), rng.dirichlet(np.full(k, 0.3), n)])
+    pts = np.maximum(pts, 1e-12)
+    return jax.vmap(lambda h: project(h, lo, hi))(jnp.asarray(pts))
+
+
+def draw_objective(law_name: str, logn, logd, weights, has_field: list[bool]):
+    """f(params_list, fields_list, h): one draw's weighted target loss sum_t w_t L_t(h)
+    exp(f_t(h)), where f_t is target t's mixture field (omitted where ``has_field`` is False)."""
+    from planner.discrepancy import field_value
+
+    law = get_law(law_name)
+
+    def f(params_list, fields_list, h):
+        total = 0.0
+        for w, p, fl, on in zip(weights, params_list, fields_list, has_field):
+            val = law.point(p, logn, logd, h)
+            if on:
+                val = val * jnp.exp(field_value(fl["amp"], fl["omega"], fl["phase"], h))
+            total = total + w * val
+        return total
+
+    return f
+
+
 def optimum_draws(posterior, N: float, D: float, target_weights=None, lo=None, hi=None,
                   max_draws: int | None = None):
     """Per-draw optima and the Bayes choice.
 
     Returns dict with h_star (S, k), loss_at_star (S,), h_bayes (k,), loss_at_bayes (S,) (law
-    values, weighted over targets)."""
+    values, weighted over targets, times each draw's mixture-specific discrepancy exp(f_s(h))
+    where the posterior has one: ``discrepancy.mixture_field``), ``n_fields`` (targets with a
+    field) and ``loss_matrix``: H (J, k) -> (S, J), the same per-draw objective at any mixtures."""
     if not (np.isfinite(N) and np.isfinite(D) and N > 0 and D > 0):
         raise InputError(f"target budget must have positive N and D, got N={N}, D={D}")
     tw = _check_weights(posterior, target_weights)
@@ -115,28 +152,63 @@ def optimum_draws(posterior, N: float, D: float, target_weights=None, lo=None, h
     if max_draws:
         S = min(S, max_draws)
     params = [{k: v[:S] for k, v in p.items()} for p in params]
-    f = weighted_loss_fn(posterior.law, logn, logd, w)
+    fields = _fields(posterior, names, logn, logd, S)
+    has_field = [f is not None for f in fields]
+    fields = [f if f is not None else {} for f in fields]
+    f = draw_objective(posterior.law, logn, logd, w, has_field)
     k = len(posterior.domains)
     lo_ = None if lo is None else jnp.asarray(lo, dtype=jnp.float64)
     hi_ = None if hi is None else jnp.asarray(hi, dtype=jnp.float64)
     h0 = jnp.full((k,), 1.0 / k)
 
-    @jax.jit
-    def per_draw(p_list):
-        solve = mirror_descent(lambda h: f(p_list, h), lo=lo_, hi=hi_)
-        h = solve(h0)
-        return h, f(p_list, h)
+    def best_of(obj, starts):
+        hs = jax.vmap(mirror_descent(obj, lo=lo_, hi=hi_))(starts)
+        vals = jax.vmap(obj)(hs)
+        i = jnp.argmin(jnp.where(jnp.isfinite(vals), vals, jnp.inf))
+        return hs[i], vals[i]
 
-    h_star, l_star = jax.vmap(per_draw)(params)
+    if any(has_field):
+        # a mixture field makes each draw's objective multimodal: scan a fixed pool, polish the
+        # best few by mirror descent, keep the best (draws in sequence to bound memory)
+        pool = field_pool(k, lo_, hi_)
+
+        @jax.jit
+        def all_draws(params, fields):
+            def one(pf):
+                obj = lambda h: f(pf[0], pf[1], h)  # noqa: E731
+                vals = jax.vmap(obj)(pool)
+                top = jnp.argsort(jnp.where(jnp.isfinite(vals), vals, jnp.inf))[:FIELD_POLISH]
+                return best_of(obj, pool[top])
+            return jax.lax.map(one, (params, fields))
+
+        h_star, l_star = all_draws(params, fields)
+    else:  # the law alone: one start suffices
+        @jax.jit
+        def per_draw(p_list, f_list):
+            return best_of(lambda h: f(p_list, f_list, h), h0[None])
+
+        h_star, l_star = jax.vmap(per_draw)(params, fields)
+    at_all = jax.vmap(f, in_axes=(0, 0, None))
 
     def expected(h):
-        return jnp.mean(jax.vmap(lambda p: f(p, h))(params))
+        return jnp.mean(at_all(params, fields, h))
 
-    h_bayes = jax.jit(mirror_descent(expected, lo=lo_, hi=hi_))(h0)
-    l_bayes = jax.vmap(lambda p: f(p, h_bayes))(params)
+    if any(has_field):  # the average of the draws' fields can keep several basins
+        vals = jax.jit(lambda: jax.lax.map(expected, pool))()
+        top = jnp.argsort(jnp.where(jnp.isfinite(vals), vals, jnp.inf))[:FIELD_POLISH]
+        h_bayes = jax.jit(lambda st: best_of(expected, st)[0])(pool[top])
+    else:
+        h_bayes = jax.jit(mirror_descent(expected, lo=lo_, hi=hi_))(h0)
+    l_bayes = at_all(params, fields, h_bayes)
+
+    def loss_matrix(H):
+        H = jnp.asarray(H, dtype=jnp.float64)
+        return jax.vmap(lambda h: at_all(params, fields, h), out_axes=1)(H)
+
     out = {"h_star": np.asarray(h_star), "loss_at_star": np.asarray(l_star),
            "h_bayes": np.asarray(h_bayes), "loss_at_bayes": np.asarray(l_bayes),
-           "targets": names, "weights": np.asarray(w)}
+           "targets": names, "weights": np.asarray(w), "n_fields": int(sum(has_field)),
+           "loss_matrix": loss_matrix}
     if not (np.all(np.isfinite(out["h_star"])) and np.all(np.isfinite(out["loss_at_bayes"]))):
         from planner.errors import FitError
         raise FitError("the optimum is not finite for some posterior draws")
@@ -190,5 +262,6 @@ def recommend(posterior, N: float, D: float, target_weights: dict | None = None,
         "target_weights": {t: float(w) for t, w in zip(od["targets"], od["weights"])},
         "n_draws": int(hs.shape[0]),
         "n_draws_overflowing_loss": int(bad.sum()),
+        "mixture_discrepancy_targets": int(od["n_fields"]),
         **extra,
     }

@@ -125,3 +125,124 @@ def test_predictive_interval_without_discrepancy_is_noise_only():
     lg = np.log(post.predictive_draws("web", _N, _D, _H, seed=0, min_samples=40000)[:, 0])
     iqr = np.subtract(*np.quantile(lg, [0.75, 0.25]))
     assert abs(iqr / (1.4814 * sigma) - 1) < 0.04
+
+
+# ------------------------------------------------------------------ mixture structure over h
+def _kernel_errors(ell, rho, n=256, k=5, s1=0.03, seed=0):
+    rng = np.random.default_rng(seed)
+    H = rng.dirichlet(np.full(k, 0.5), n)
+    d = np.full(n, 2.0)
+    C = s1 ** 2 * np.outer(d, d) * (rho + (1 - rho) * dm.mixture_kernel(H, ell))
+    e = np.linalg.cholesky(C + 1e-5 * np.eye(n)) @ rng.standard_normal(n)
+    return e, H, d
+
+
+@pytest.mark.parametrize("ell", [0.0, 0.2, 0.8])
+def test_mixture_length_scale_recovered(ell):
+    # 256 held-out errors drawn with a known kernel over h (noise variance 1e-5 = 5e-6 + 5e-6):
+    # the grid posterior puts nearly all its mass on the true length scale (the neighbours
+    # on the factor-2 grid get below 1e-3 in these draws); s1 within the +-40 % that one
+    # held-out scale allows (its log-sd is about 0.3)
+    e, H, d = _kernel_errors(ell, 0.3)
+    out = dm.fit_slope(e, np.full(len(e), 5e-6), 5e-6, d, H=H)
+    assert out["length_scale"] == ell, out["evidence"]["mixture_structure"]
+    assert abs(math.log(out["s1"] / 0.03)) < 0.4
+    # the share comes from the white model, to which a smooth field partly looks shared
+    assert 0.1 < out["mixture_share"] <= 1.0
+    assert out["evidence"]["mixture_structure"]["n_rows"] == len(e)
+
+
+def test_kernel_likelihood_matches_a_direct_gaussian():
+    # the eigendecomposition route against scipy's dense multivariate normal at a few grid points
+    from scipy.stats import multivariate_normal
+
+    rng = np.random.default_rng(3)
+    n = 12
+    H = rng.dirichlet(np.ones(3), n)
+    e, v, d = rng.normal(0, 0.05, n), rng.uniform(1e-4, 4e-4, n), rng.uniform(0.5, 3.0, n)
+    K = dm.mixture_kernel(H, 0.3)
+    ll = dm._loglik_grid_kernel(e, v, d, K)
+    for i, j in [(0, 0), (120, 10), (200, 44), (60, 30)]:
+        s2, rho = math.exp(2 * dm._GRID_LOG_S1[i]), dm._GRID_RHO[j]
+        S = np.diag(v) + s2 * np.outer(d, d) * (rho + (1 - rho) * K)
+        assert math.isclose(ll[i, j], multivariate_normal(np.zeros(n), S).logpdf(e), rel_tol=1e-9)
+    # with K = I the kernel route is the white (Sherman-Morrison) route
+    np.testing.assert_allclose(dm._loglik_grid_kernel(e, v, d, np.eye(n)),
+                               dm._loglik_grid(e, v, d), rtol=1e-9)
+
+
+_FIELD_DISC = {"kind": "x", "s0": 0.0, "s1": 0.02, "s1_log_sd": 0.0, "length_scale": 0.3,
+               "mixture_share": 0.5}
+
+
+def test_mixture_field_has_the_kernel_covariance():
+    # f_s(h) over 4000 draws at three mixtures: variance a^2 = (s1 dist)^2 share and covariance
+    # a^2 K(h, h'); the sample moments of 4000 draws (and 128 random features each) are within
+    # about 3 % (2.2 % sampling sd of a variance), so +-8 %
+    tp = _tp(S=4000, disc=_FIELD_DISC)
+    fld = dm.mixture_field(tp, 3.0, 0.0, 3, 4000)   # 2 e-folds from (1, 0)
+    H = np.array([[0.2, 0.5, 0.3], [0.3, 0.4, 0.3], [0.8, 0.1, 0.1]])
+    vals = np.stack([[float(dm.field_value(fld["amp"][s], fld["omega"][s], fld["phase"][s], h))
+                      for h in H] for s in range(4000)])
+    a2 = (0.02 * 2) ** 2 * 0.5
+    C = np.cov(vals.T)
+    K = dm.mixture_kernel(H, 0.3)
+    np.testing.assert_allclose(np.diag(C), a2, rtol=0.08)
+    assert abs(C[0, 1] / a2 - K[0, 1]) < 0.08 and abs(C[0, 2] / a2 - K[0, 2]) < 0.08
+    # none without structure over h, or at an observed scale
+    assert dm.mixture_field(_tp(S=5, disc={**_FIELD_DISC, "length_scale": 0.0}), 3.0, 0.0, 3, 5) is None
+    assert dm.mixture_field(tp, 1.0, 0.0, 3, 5) is None
+
+
+def test_optimum_with_mixture_field_matches_brute_force():
+    # one draw whose law is perturbed by its own field: mirror descent must find the minimum of
+    # L(h) exp(f(h)) that a 0.0025-step simplex grid finds (the grid's own error is below the
+    # 0.01 tolerance on h; the objective agrees to 1e-5 relative)
+    from planner.laws import get_law, scale_inputs
+    from planner.optimum import optimum_draws
+
+    disc = {**_FIELD_DISC, "s1": 0.05, "mixture_share": 1.0}
+    post = Posterior("additive", ["code", "web", "books"], ["web"],
+                     {"web": _tp(S=3, disc=disc, obs=[(np.log(0.1), 0.0)])})
+    N, D = 1e9, 1e9
+    od = optimum_draws(post, N, D)
+    assert od["n_fields"] == 1
+    logn, logd = scale_inputs(N, D)
+    fld = dm.mixture_field(post["web"], float(logn), float(logd), 3, 3)
+    law = get_law("additive")
+    g = np.arange(0, 1.0000001, 0.0025)
+    grid = np.array([(x, y, 1 - x - y) for x in g for y in g if x + y <= 1 + 1e-12])
+    grid = np.clip(grid, 0, 1)
+    p = {k: np.asarray(v)[0] for k, v in post["web"].law_params("additive").items()}
+    base = np.asarray(law.predict_draws({k: v[None] for k, v in p.items()},
+                                        np.full(len(grid), logn), np.full(len(grid), logd), grid))[0]
+    for s in range(3):
+        f = np.array([float(dm.field_value(fld["amp"][s], fld["omega"][s], fld["phase"][s], h))
+                      for h in grid])
+        obj = base * np.exp(f)
+        j = int(np.argmin(obj))
+        assert np.abs(od["h_star"][s] - grid[j]).max() < 0.01, (s, od["h_star"][s], grid[j])
+        assert od["loss_at_star"][s] <= obj[j] * (1 + 1e-5)
+    # the three draws share the law but not the field: their optima differ
+    assert np.ptp(od["h_star"], axis=0).max() > 0.01
+    # and the loss matrix is the same objective
+    np.testing.assert_allclose(np.asarray(od["loss_matrix"](od["h_star"]))[np.arange(3), np.arange(3)],
+                               od["loss_at_star"], rtol=1e-12)
+
+
+def test_h_star_posterior_widens_with_distance_from_the_data():
+    # identical law draws: without a field h* has no spread; with one the spread grows with the
+    # target's distance from the observed runs (the field's amplitude is s1 * distance)
+    from planner.optimum import recommend
+
+    def spread(disc, N):
+        post = Posterior("additive", ["code", "web", "books"], ["web"],
+                         {"web": _tp(S=64, disc=disc, obs=[(np.log(0.1), 0.0)])})
+        r = recommend(post, N, 1e9)
+        return max(r["hi"][d] - r["lo"][d] for d in post.domains), r["expected_excess_loss"]
+
+    s0, e0 = spread(None, 1e9)
+    s_near, e_near = spread(_FIELD_DISC, 1e8)
+    s_far, e_far = spread(_FIELD_DISC, 1e10)
+    assert s0 < 1e-6 and e0 < 1e-9
+    assert 0 < s_near < s_far and 0 < e_near < e_far
