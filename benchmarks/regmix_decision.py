@@ -82,13 +82,13 @@ def main() -> None:
     disc = post[a.target].discrepancy
     out = {"method": a.method, "seconds": {"fit": round(t_fit, 1), "calibrate": round(t_cal, 1)},
            "discrepancy": {k: disc.get(k) for k in ("kind", "s1", "s1_log_sd", "rho",
-                                                    "length_scale", "mixture_share")},
-           "mixture_structure": disc["evidence"].get("mixture_structure")}
+                                                    "mixture_field")},
+           "length_scale_posterior": (disc["evidence"].get("mixture_structure") or {}).get("posterior")}
     N1, D1 = float(N[0]), float(D[0])
     for label, with_field in (("without_field", False), ("with_field", True)):
         if not with_field:
             saved = dict(disc)
-            post[a.target].discrepancy = {**disc, "length_scale": 0.0}
+            post[a.target].discrepancy = {**disc, "mixture_field": None}
         t1 = time.perf_counter()
         od = optimum_draws(post, N1, D1)
         L = np.asarray(od["loss_matrix"](H))

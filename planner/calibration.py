@@ -141,7 +141,7 @@ def calibrate(posterior, table: RunsTable, method: str | None = None, seed: int 
         tp.diagnostics = dict(tp.diagnostics)
         tp.diagnostics["discrepancy"] = {
             "kind": d["kind"], "s1": d["s1"], "s1_log_sd": d["s1_log_sd"],
-            "length_scale": d.get("length_scale"), "mixture_share": d.get("mixture_share"),
+            "mixture_field": d.get("mixture_field"),
             "note": d["evidence"].get("reason", f"calibrated by holding out {info['rule']}"),
             "seconds": round(secs, 2)}
         if d["kind"] == disc_mod.KIND_PRIOR:

@@ -46,10 +46,12 @@ all h at a given (N, D): a per-draw factor exp(delta) leaves each draw's argmin 
 The mixture-specific part is what can move h*: when the posterior favours a smooth kernel
 (mode of ell > 0), ``mixture_field`` gives each posterior draw s its own random function of h,
 
-    f_s(h) = a_s sqrt(2 / M) sum_m cos(omega_sm . h + beta_sm),    a_s = s1_s dist sqrt(1 - rho),
+    f_s(h) = a_s sqrt(2 / M) sum_m cos(omega_sm . h + beta_sm),    a_s = s1'_s dist sqrt(share),
 
 random Fourier features of the kernel (omega ~ Normal(0, I / ell^2), beta ~ Uniform(0, 2 pi),
-M = ``FIELD_FEATURES``, fixed seed), so f_s has variance a_s^2 and covariance a_s^2 K_ell.
+M = ``FIELD_FEATURES``, fixed seed), so f_s has variance a_s^2 and covariance a_s^2 K_ell;
+s1' (per draw, as for intervals) and share = E[1 - rho] are the kernel model's own estimates
+at that ell (``fit_slope`` explains why they differ from the white model's).
 ``optimum.optimum_draws`` minimises L_s(h) exp(f_s(h)) per draw: the h* posterior, the Bayes
 choice and the expected excess loss all include the discrepancy, and it grows with the distance
 from the observed runs. With white noise (ell = 0) or the prior default there is no evidence of
@@ -204,8 +206,8 @@ def mixture_structure(e, v, d, H, prior_s1: float = PRIOR_S1,
     """Posterior over the length scale ell of the mixture-specific share (uniform prior on
     ``GRID_ELL``; ell = 0 is white noise), marginal over (log s1, rho). At most ``MAX_HELDOUT``
     rows (a fixed subsample beyond). Returns {"length_scale" (posterior mode), "posterior":
-    {ell: p}, "s1_given_ell", "rho_given_ell"} (the kernel model's own estimates at the mode,
-    reported as evidence)."""
+    {ell: p}, "s1", "s1_log_sd", "share"}: the kernel model's slope (median, log-sd) and
+    mixture-specific share E[1 - rho] given the mode of ell."""
     idx = np.arange(len(e))
     if len(idx) > MAX_HELDOUT:
         idx = np.sort(np.random.default_rng(seed).choice(idx, MAX_HELDOUT, replace=False))
@@ -216,10 +218,11 @@ def mixture_structure(e, v, d, H, prior_s1: float = PRIOR_S1,
     w_ell = w.sum((1, 2))
     i = int(np.argmax(w_ell))
     wi = w[i] / w[i].sum()
+    s1s = _s1_summary(wi.sum(1))
     return {"length_scale": float(GRID_ELL[i]),
             "posterior": {f"{ell:g}": float(p) for ell, p in zip(GRID_ELL, w_ell)},
-            "s1_given_ell": float(math.exp(_s1_summary(wi.sum(1))["median"])),
-            "rho_given_ell": float((wi.sum(0) * _GRID_RHO).sum()), "n_rows": int(len(e))}
+            "s1": float(math.exp(s1s["median"])), "s1_log_sd": s1s["log_sd"],
+            "share": float((wi.sum(0) * (1 - _GRID_RHO)).sum()), "n_rows": int(len(e))}
 
 
 def fit_slope(errors, param_var, noise_var, dist, prior_s1: float = PRIOR_S1,
@@ -228,16 +231,17 @@ def fit_slope(errors, param_var, noise_var, dist, prior_s1: float = PRIOR_S1,
 
     errors, param_var, noise_var, dist: arrays of shape (n,) (noise_var may be a scalar).
     Returns {"kind", "s0", "s1" (posterior median), "s1_log_sd", "rho" (posterior mean),
-    "mixture_share" (posterior mean of 1 - rho), "length_scale", "evidence": {...}}.
+    "mixture_share" (posterior mean of 1 - rho), "mixture_field", "evidence": {...}}.
 
-    Scale and structure are estimated separately. s1 and rho come from the model with white
-    mixture-specific errors, which matches the pointwise spread of the held-out errors (what
-    prediction intervals need). With H (n, k), the held-out rows' mixtures, ``length_scale`` is
-    the posterior mode of ell under the kernel model (``mixture_structure``); without H it is
-    0 (no structure over h, no mixture field). The kernel model's own s1 is larger (a smooth
-    field's pointwise variance exceeds its spread over nearby mixtures, and the prior pulls
-    harder on fewer effective observations); used for the intervals it over-covered the
-    out-of-family check (99.7 % in a 90 % interval), so it is reported as evidence only."""
+    Two questions, two models. Prediction intervals need the pointwise size of the errors:
+    s1, s1_log_sd and rho come from the model with white mixture-specific errors (its intervals
+    held 93 % / 44 % in the out-of-family check; the kernel model's larger s1, used there,
+    over-covered at 99.7 %). The decision needs how the errors *differ between mixtures*: a
+    smooth field over h looks mostly shared to the white model (on RegMix it puts 99.7 % of
+    the variance in rho), so with H (n, k), the held-out rows' mixtures, ``mixture_field`` is
+    the kernel model at its most probable length scale (``mixture_structure``): {"length_scale",
+    "s1", "s1_log_sd", "share"}, or None when white noise is the most probable (no structure
+    over h to move h*) or H is not given."""
     e = np.asarray(errors, float)
     d = np.asarray(dist, float)
     v = np.asarray(param_var, float) + np.broadcast_to(np.asarray(noise_var, float), e.shape)
@@ -255,10 +259,12 @@ def fit_slope(errors, param_var, noise_var, dist, prior_s1: float = PRIOR_S1,
     struct = None
     if H is not None:
         struct = mixture_structure(e, v, d, np.asarray(H, float)[ok], prior_s1, prior_log_sd, seed)
+    field = None
+    if struct and struct["length_scale"] > 0:
+        field = {k: struct[k] for k in ("length_scale", "s1", "s1_log_sd", "share")}
     return {
         "kind": KIND_HELDOUT, "s0": 0.0, "s1": math.exp(s1s["median"]), "s1_log_sd": s1s["log_sd"],
-        "rho": rho_mean, "mixture_share": 1.0 - rho_mean,
-        "length_scale": struct["length_scale"] if struct else 0.0,
+        "rho": rho_mean, "mixture_share": 1.0 - rho_mean, "mixture_field": field,
         "evidence": {
             "n_heldout": int(len(e)),
             "distance_mean": float(d.mean()), "distance_min": float(d.min()),
@@ -283,17 +289,16 @@ def mixture_field(tp, logn: float, logd: float, k: int, n_draws: int,
     """The mixture-specific discrepancy at one target (N, D) as per-draw random functions of h
     (module docstring), or None when there is none (no discrepancy, white noise over h, or the
     target at an observed scale). Returns {"amp": (S,), "omega": (S, M, k), "phase": (S, M)}."""
-    disc = tp.discrepancy
-    if not disc:
+    fld = (tp.discrepancy or {}).get("mixture_field")
+    if not fld:
         return None
-    ell = float(disc.get("length_scale") or 0.0)
-    share = float(disc.get("mixture_share") or 0.0)
+    ell, share = float(fld.get("length_scale") or 0.0), float(fld.get("share") or 0.0)
     if ell <= 0 or share <= 0:
         return None
     dist_t = float(distance(tp, [logn], [logd])[0])
     if dist_t <= 0:
         return None
-    amp = slope_draws(disc, n_draws) * dist_t * math.sqrt(share)
+    amp = slope_draws(fld, n_draws) * dist_t * math.sqrt(share)
     rng = np.random.default_rng(seed)
     omega = rng.standard_normal((n_draws, FIELD_FEATURES, k)) / ell
     phase = rng.uniform(0.0, 2 * math.pi, (n_draws, FIELD_FEATURES))
