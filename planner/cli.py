@@ -50,6 +50,13 @@ def cmd_fit(args) -> int:
         if "r_hat_max" in d:
             msg += (f"; max r_hat {d['r_hat_max']:.3f}, min ESS {d.get('ess_bulk_min', 0):.0f}, "
                     f"{d.get('divergences', 0)} divergences")
+        disc = post[t].discrepancy
+        if disc:
+            msg += f"; discrepancy {disc['kind']}, s1 {disc['s1']:.3g}"
+            fld = disc.get("mixture_field")
+            if fld:
+                msg += (f", smooth over mixtures (length scale {fld['length_scale']:g}, "
+                        f"share {fld['share']:.2f}): h* includes it")
         print(msg)
     print(f"posterior saved to {args.out}")
     return 0

@@ -114,9 +114,12 @@ def field_pool(k: int, lo=None, hi=None) -> jnp.ndarray:
     return jax.vmap(lambda h: project(h, lo, hi))(jnp.asarray(pts))
 
 
-def draw_objective(law_name: str, logn, logd, weights, has_field: list[bool]):
+def draw_objective(law_name: str, logn, logd, weights, has_field: list[bool],
+                   field_mean: bool = False):
     """f(params_list, fields_list, h): one draw's weighted target loss sum_t w_t L_t(h)
-    exp(f_t(h)), where f_t is target t's mixture field (omitted where ``has_field`` is False)."""
+    exp(f_t(h)), where f_t is target t's mixture field (omitted where ``has_field`` is False).
+    field_mean: use the field's expectation instead, E exp(f_t(h)) = exp(amp_t^2 / 2), which
+    does not depend on h."""
     from planner.discrepancy import field_value
 
     law = get_law(law_name)
@@ -125,7 +128,9 @@ def draw_objective(law_name: str, logn, logd, weights, has_field: list[bool]):
         total = 0.0
         for w, p, fl, on in zip(weights, params_list, fields_list, has_field):
             val = law.point(p, logn, logd, h)
-            if on:
+            if on and field_mean:
+                val = val * jnp.exp(0.5 * fl["amp"] ** 2)
+            elif on:
                 val = val * jnp.exp(field_value(fl["amp"], fl["omega"], fl["phase"], h))
             total = total + w * val
         return total
@@ -140,7 +145,9 @@ def optimum_draws(posterior, N: float, D: float, target_weights=None, lo=None, h
     Returns dict with h_star (S, k), loss_at_star (S,), h_bayes (k,), loss_at_bayes (S,) (law
     values, weighted over targets, times each draw's mixture-specific discrepancy exp(f_s(h))
     where the posterior has one: ``discrepancy.mixture_field``), ``n_fields`` (targets with a
-    field) and ``loss_matrix``: H (J, k) -> (S, J), the same per-draw objective at any mixtures."""
+    field), ``loss_matrix``: H (J, k) -> (S, J), the same per-draw objective at any mixtures,
+    and ``expected_loss``: H (J, k) -> (J,), its exact posterior expectation (what h_bayes
+    minimises)."""
     if not (np.isfinite(N) and np.isfinite(D) and N > 0 and D > 0):
         raise InputError(f"target budget must have positive N and D, got N={N}, D={D}")
     tw = _check_weights(posterior, target_weights)
@@ -190,25 +197,30 @@ def optimum_draws(posterior, N: float, D: float, target_weights=None, lo=None, h
         h_star, l_star = jax.vmap(per_draw)(params, fields)
     at_all = jax.vmap(f, in_axes=(0, 0, None))
 
-    def expected(h):
-        return jnp.mean(at_all(params, fields, h))
+    # the Bayes choice minimises the posterior expected loss. The fields are independent of the
+    # law's parameters and have zero mean, so E_s[L_s(h) exp(f_s(h))] = E_s[L_s(h) exp(a_s^2/2)]
+    # exactly; averaging the sampled fields instead would add Monte Carlo noise of relative
+    # size a / sqrt(S) that can exceed the law's differences between mixtures
+    f_mean = draw_objective(posterior.law, logn, logd, w, has_field, field_mean=True)
+    mean_all = jax.vmap(f_mean, in_axes=(0, 0, None))
 
-    if any(has_field):  # the average of the draws' fields can keep several basins
-        vals = jax.jit(lambda: jax.lax.map(expected, pool))()
-        top = jnp.argsort(jnp.where(jnp.isfinite(vals), vals, jnp.inf))[:FIELD_POLISH]
-        h_bayes = jax.jit(lambda st: best_of(expected, st)[0])(pool[top])
-    else:
-        h_bayes = jax.jit(mirror_descent(expected, lo=lo_, hi=hi_))(h0)
+    def expected(h):
+        return jnp.mean(mean_all(params, fields, h))
+
+    h_bayes = jax.jit(mirror_descent(expected, lo=lo_, hi=hi_))(h0)
     l_bayes = at_all(params, fields, h_bayes)
 
     def loss_matrix(H):
         H = jnp.asarray(H, dtype=jnp.float64)
         return jax.vmap(lambda h: at_all(params, fields, h), out_axes=1)(H)
 
+    def expected_loss(H):
+        return np.asarray(jax.vmap(expected)(jnp.asarray(H, dtype=jnp.float64)))
+
     out = {"h_star": np.asarray(h_star), "loss_at_star": np.asarray(l_star),
            "h_bayes": np.asarray(h_bayes), "loss_at_bayes": np.asarray(l_bayes),
            "targets": names, "weights": np.asarray(w), "n_fields": int(sum(has_field)),
-           "loss_matrix": loss_matrix}
+           "loss_matrix": loss_matrix, "expected_loss": expected_loss}
     if not (np.all(np.isfinite(out["h_star"])) and np.all(np.isfinite(out["loss_at_bayes"]))):
         from planner.errors import FitError
         raise FitError("the optimum is not finite for some posterior draws")

@@ -606,6 +606,12 @@ def _sec_diagnostics(ctx: _Context) -> str:
             warns.append(f"{t}: model discrepancy {disc.get('kind', '?')}, slope s1 = "
                          f"{_num(disc.get('s1'), '.3g')} per unit of log-distance"
                          + (f" ({note})" if note else ""))
+            fld = (tp.discrepancy or {}).get("mixture_field") or disc.get("mixture_field")
+            if isinstance(fld, dict) and fld:
+                warns.append(f"{t}: the discrepancy varies smoothly with the mixture (length "
+                             f"scale {_num(fld.get('length_scale'), '.3g')}, share "
+                             f"{_num(fld.get('share'), '.2f')}): each draw's h* includes it, so "
+                             f"the h* intervals widen with the distance from the observed runs")
         idata = tp.idata
         if method == "nuts" and idata is not None and len(figs) < 3:
             from planner import figures
