@@ -48,13 +48,14 @@ def test_random_design_is_in_space_and_space_filling():
 def test_decision_starts_in_the_cheap_corner():
     sp = Space.from_config(config())
     opts = initial_options("decision", {})
-    assert opts == {"scale_fraction": 0.25} and initial_options("random", {}) == {"scale_fraction": 1.0}
+    assert opts == {"scale_fraction": 0.1} and initial_options("random", {}) == {"scale_fraction": 1.0}
     props = propose("random", req(sp, 32, options=opts))
-    # every size within the cheapest quarter of each log axis (rounding to integers: +1)
-    assert max(p.N for p in props) <= 1e6 * (5e7 / 1e6) ** 0.25 + 1
-    assert max(p.D for p in props) <= 1e8 * (1e9 / 1e8) ** 0.25 + 1
-    # still space-filling inside it: each half of the quarter is hit
-    u = (np.log([p.N for p in props]) - np.log(1e6)) / (0.25 * np.log(5e7 / 1e6))
+    # every size within the cheapest tenth of each log axis (rounding to integers: +1)
+    f = opts["scale_fraction"]
+    assert max(p.N for p in props) <= 1e6 * (5e7 / 1e6) ** f + 1
+    assert max(p.D for p in props) <= 1e8 * (1e9 / 1e8) ** f + 1
+    # still space-filling inside it: each half of the tenth is hit
+    u = (np.log([p.N for p in props]) - np.log(1e6)) / (f * np.log(5e7 / 1e6))
     assert len(set((u * 2).astype(int))) == 2
     with pytest.raises(InputError, match="init_scale_fraction"):
         initial_options("decision", {"init_scale_fraction": 0})
