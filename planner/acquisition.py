@@ -21,6 +21,11 @@ fantasies are drawn jointly with the candidate's from the same s_m, so a batch n
 for the same information. Cost-awareness is a wrapper (``per_cost``), and choosing a batch
 (``select_batch``: greedy, conditioning on each pick) is separate from scoring.
 
+A posterior with a mixture discrepancy (``discrepancy.mixture_field``; campaign refits do not
+learn one) enters through ``optimum_draws``: Lmat and L* include each draw's field, so its part
+of the EEL is one no small run's outcome can reweight away (only a run nearer the target, which
+shrinks the field, could; scoring does not model that yet).
+
 Shapes: candidates C, fantasies M, draws S, decisions J, targets T, domains k.
 ``score_candidates`` takes (C,) N, D and (C, k) H and returns (C,) scores in one vectorised
 call (chunked over C to bound memory at C x M x S floats per chunk).

@@ -90,7 +90,7 @@ def _check_weights(posterior, target_weights):
 
 def _fields(posterior, names, logn, logd, S: int):
     """Per target the mixture-specific discrepancy at the target as per-draw random functions
-    of h (``discrepancy.mixture_field``), or None; plus a flag whether any target has one."""
+    of h (``discrepancy.mixture_field``, as JAX arrays), or None."""
     from planner.discrepancy import mixture_field
 
     k = len(posterior.domains)
