@@ -25,29 +25,13 @@ from pathlib import Path
 import numpy as np
 
 import planner  # noqa: F401  (JAX configuration)
-from planner.calibration import calibrate
+from planner.calibration import calibrate, order_scores
 from planner.inference import fit
 from planner.optimum import optimum_draws, recommend
 from planner.regmix import load_regmix
 from planner.runs import design_from_frame, runs_from_frame
 
 REGMIX = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "regmix"
-
-
-def pair_scores(L: np.ndarray, y: np.ndarray) -> dict:
-    """Posterior pairwise order probabilities from per-draw losses L (S, m) against truth y."""
-    i, j = np.triu_indices(len(y), 1)
-    p = np.mean(L[:, i] < L[:, j], axis=0)
-    truth = (y[i] < y[j]).astype(float)
-    eps = 1e-3  # a probability of exactly 0 or 1 from finitely many draws
-    pc = np.clip(p, eps, 1 - eps)
-    sure = (p >= 0.95) | (p <= 0.05)
-    wrong_sure = sure & ((p >= 0.5) != (truth == 1))
-    return {"n_pairs": int(len(p)), "brier": float(np.mean((p - truth) ** 2)),
-            "log_score": float(-np.mean(truth * np.log(pc) + (1 - truth) * np.log(1 - pc))),
-            "share_called_95": float(sure.mean()),
-            "wrong_among_called_95": float(wrong_sure.sum() / max(sure.sum(), 1)),
-            "accuracy": float(np.mean((p >= 0.5) == (truth == 1)))}
 
 
 def choice_scores(L: np.ndarray, expected: np.ndarray, y: np.ndarray) -> dict:
@@ -96,7 +80,7 @@ def main() -> None:
         L = np.asarray(od["loss_matrix"](H))
         rec = recommend(post, N1, D1)
         widths = {d: rec["hi"][d] - rec["lo"][d] for d in post.domains}
-        out[label] = {"pairs": pair_scores(L, y), "choice_among_64": choice_scores(L, od["expected_loss"](H), y),
+        out[label] = {"pairs": order_scores(L, y), "choice_among_64": choice_scores(L, od["expected_loss"](H), y),
                       "simplex": {"expected_excess_loss": rec["expected_excess_loss"],
                                   "max_h_star_width": max(widths.values()),
                                   "mean_h_star_width": float(np.mean(list(widths.values()))),

@@ -201,13 +201,66 @@ def feasibility(log_errors) -> dict:
             "abs_log_error_q97": q97, "centred_bands_reachable": bool(q97 >= 1.8 * q40)}
 
 
+def order_scores(L, y) -> dict:
+    """How well per-draw losses L (S, m) at m mixtures of one (N, D) state which mixture is
+    better, against the true losses y (m,): for each of the m (m - 1) / 2 pairs the posterior
+    probability that the first is lower, scored by Brier and log score (probabilities clipped
+    to [1e-3, 1 - 1e-3], since finitely many draws give exact 0s and 1s), plus the share of
+    pairs called at >= 95 % confidence and how many of those are wrong (a calibrated posterior
+    gets at most about 5 % of them wrong)."""
+    L, y = np.asarray(L, float), np.asarray(y, float)
+    i, j = np.triu_indices(len(y), 1)
+    p = np.mean(L[:, i] < L[:, j], axis=0)
+    truth = (y[i] < y[j]).astype(float)
+    pc = np.clip(p, 1e-3, 1 - 1e-3)
+    sure = (p >= 0.95) | (p <= 0.05)
+    wrong_sure = sure & ((p >= 0.5) != (truth == 1))
+    return {"n_pairs": int(len(p)), "brier": float(np.mean((p - truth) ** 2)),
+            "log_score": float(-np.mean(truth * np.log(pc) + (1 - truth) * np.log(1 - pc))),
+            "share_called_95": float(sure.mean()),
+            "wrong_among_called_95": float(wrong_sure.sum() / max(sure.sum(), 1)),
+            "accuracy": float(np.mean((p >= 0.5) == (truth == 1)))}
+
+
+def heldout_order(posterior, target: str, heldout: RunsTable, min_mixtures: int = 3) -> dict | None:
+    """``order_scores`` on the held-out (N, D) with the most measured rows (at least
+    ``min_mixtures``), with and without the mixture discrepancy; None if no such scale."""
+    from planner.optimum import objective_draws
+
+    y = heldout.loss(target)
+    keep = np.isfinite(y)
+    N, D, H, y = heldout.N[keep], heldout.D[keep], heldout.H[keep], y[keep]
+    if len(y) == 0:
+        return None
+    keys, inv, counts = np.unique(np.stack([N, D], 1), axis=0, return_inverse=True,
+                                  return_counts=True)
+    g = int(np.argmax(counts))
+    if counts[g] < min_mixtures:
+        return None
+    sel = inv.ravel() == g
+    n_, d_ = (float(v) for v in keys[g])
+    tp = posterior[target]
+    out = {"N": n_, "D": d_, "n_mixtures": int(sel.sum())}
+    saved = tp.discrepancy
+    try:
+        out["with_field"] = order_scores(objective_draws(posterior, n_, d_, H[sel], {target: 1.0}), y[sel])
+        if saved and saved.get("mixture_field"):
+            tp.discrepancy = {**saved, "mixture_field": None}
+        out["without_field"] = order_scores(objective_draws(posterior, n_, d_, H[sel], {target: 1.0}), y[sel])
+    finally:
+        tp.discrepancy = saved
+    return out
+
+
 def holdout_check(table: RunsTable, law: str = "additive", targets=None, method: str = "nuts",
                   seed: int = 0, inner_fit_kwargs: dict | None = None, **fit_kwargs) -> dict:
     """Fit all but the largest scale, predict it; per target the metrics of ``interval_metrics``
     without and with the discrepancy (calibrated by a further hold-out inside the fitted part).
 
     Returns {"law", "method", "split", "n_train_rows", "seconds", "targets": {t: {"n_heldout",
-    "without_discrepancy": {...}, "with_discrepancy": {...}, "discrepancy": {...}}}}."""
+    "without_discrepancy": {...}, "with_discrepancy": {...}, "discrepancy": {...},
+    "pairwise_order": ``heldout_order`` (which held-out mixture is better, with and without
+    the mixture discrepancy) or None}}}."""
     from planner.errors import InputError
 
     targets = list(targets) if targets else list(table.targets)
@@ -228,7 +281,8 @@ def holdout_check(table: RunsTable, law: str = "additive", targets=None, method:
         withd = interval_metrics(post, t, test, seed=seed)
         d = post[t].discrepancy
         out["targets"][t] = {"n_heldout": base[t]["n_heldout"], "without_discrepancy": base[t],
-                             "with_discrepancy": withd, "discrepancy": d}
+                             "with_discrepancy": withd, "discrepancy": d,
+                             "pairwise_order": heldout_order(post, t, test)}
     out["seconds"] = {"fit": round(t_fit, 1), "total": round(time.perf_counter() - t0, 1)}
     return out
 

@@ -138,16 +138,9 @@ def draw_objective(law_name: str, logn, logd, weights, has_field: list[bool],
     return f
 
 
-def optimum_draws(posterior, N: float, D: float, target_weights=None, lo=None, hi=None,
-                  max_draws: int | None = None):
-    """Per-draw optima and the Bayes choice.
-
-    Returns dict with h_star (S, k), loss_at_star (S,), h_bayes (k,), loss_at_bayes (S,) (law
-    values, weighted over targets, times each draw's mixture-specific discrepancy exp(f_s(h))
-    where the posterior has one: ``discrepancy.mixture_field``), ``n_fields`` (targets with a
-    field), ``loss_matrix``: H (J, k) -> (S, J), the same per-draw objective at any mixtures,
-    and ``expected_loss``: H (J, k) -> (J,), its exact posterior expectation (what h_bayes
-    minimises)."""
+def _objective_setup(posterior, N: float, D: float, target_weights, max_draws):
+    """What every per-draw objective at one (N, D) needs: target names and weights, the law's
+    parameter draws (S, ...), the mixture fields (``{}`` where a target has none) and f."""
     if not (np.isfinite(N) and np.isfinite(D) and N > 0 and D > 0):
         raise InputError(f"target budget must have positive N and D, got N={N}, D={D}")
     tw = _check_weights(posterior, target_weights)
@@ -163,6 +156,31 @@ def optimum_draws(posterior, N: float, D: float, target_weights=None, lo=None, h
     has_field = [f is not None for f in fields]
     fields = [f if f is not None else {} for f in fields]
     f = draw_objective(posterior.law, logn, logd, w, has_field)
+    return names, w, logn, logd, params, fields, has_field, f
+
+
+def objective_draws(posterior, N: float, D: float, H, target_weights=None,
+                    max_draws: int | None = None) -> np.ndarray:
+    """Per-draw weighted target loss at mixtures H (J, k) and one (N, D), including each draw's
+    mixture discrepancy where the posterior has one: (S, J). What the optima minimise."""
+    _, _, _, _, params, fields, _, f = _objective_setup(posterior, N, D, target_weights, max_draws)
+    at_all = jax.vmap(f, in_axes=(0, 0, None))
+    H = jnp.asarray(np.asarray(H, float))
+    return np.asarray(jax.jit(jax.vmap(lambda h: at_all(params, fields, h), out_axes=1))(H))
+
+
+def optimum_draws(posterior, N: float, D: float, target_weights=None, lo=None, hi=None,
+                  max_draws: int | None = None):
+    """Per-draw optima and the Bayes choice.
+
+    Returns dict with h_star (S, k), loss_at_star (S,), h_bayes (k,), loss_at_bayes (S,) (law
+    values, weighted over targets, times each draw's mixture-specific discrepancy exp(f_s(h))
+    where the posterior has one: ``discrepancy.mixture_field``), ``n_fields`` (targets with a
+    field), ``loss_matrix``: H (J, k) -> (S, J), the same per-draw objective at any mixtures,
+    and ``expected_loss``: H (J, k) -> (J,), its exact posterior expectation (what h_bayes
+    minimises)."""
+    names, w, logn, logd, params, fields, has_field, f = _objective_setup(
+        posterior, N, D, target_weights, max_draws)
     k = len(posterior.domains)
     lo_ = None if lo is None else jnp.asarray(lo, dtype=jnp.float64)
     hi_ = None if hi is None else jnp.asarray(hi, dtype=jnp.float64)

@@ -503,6 +503,21 @@ def _sec_holdout(ctx: _Context) -> str:
     out.append(_table(["target", "prediction", "held-out rows", "mean relative error",
                        "50 % coverage", "90 % coverage", "90 % width (relative)", "Spearman"],
                       rows))
+    order_rows = []
+    for t, r in res.get("targets", {}).items():
+        po = r.get("pairwise_order") or {}
+        for label, key in (("law only", "without_field"), ("with mixture discrepancy", "with_field")):
+            m = po.get(key)
+            if m:
+                order_rows.append([t, label, po.get("n_mixtures"), _num(m.get("log_score"), ".3f"),
+                                   _pct(m.get("share_called_95")), _pct(m.get("wrong_among_called_95"))])
+    if order_rows:
+        out.append(_p("Which held-out mixture is better: for every pair at the held-out scale, the "
+                      "posterior probability that the first has the lower loss, scored against "
+                      "the truth (log score: lower is better, 0.693 is a coin flip; a calibrated "
+                      "posterior gets at most about 5 % of its 95 % calls wrong)."))
+        out.append(_table(["target", "h* posterior", "mixtures", "log score",
+                           "pairs called at 95 %", "of those, wrong"], order_rows))
     out.append(_warn_list(warns))
     secs = res.get("seconds", {})
     if secs:

@@ -276,6 +276,12 @@ def test_holdout_check_fits_the_right_rows_and_reports_both(fake_fit):
     assert w["width_90_rel"] > wo["width_90_rel"]
     assert r["discrepancy"]["kind"] == dm.KIND_HELDOUT
     assert r["discrepancy"]["evidence"]["split"]["N"] == 1e8
+    # which held-out mixture is better: scored at the largest group of one (N, D), both ways
+    po = r["pairwise_order"]
+    m = po["n_mixtures"]
+    assert po["N"] == 3e8 and m >= 3
+    for key in ("with_field", "without_field"):
+        assert po[key]["n_pairs"] == m * (m - 1) // 2 and 0 <= po[key]["brier"] <= 1
     json.dumps(res)  # the CLI prints it
 
 

@@ -266,3 +266,19 @@ def test_h_star_posterior_widens_with_distance_from_the_data():
     # it to well below 1e-6
     for d in r0["recommended"]:
         assert abs(r_far["recommended"][d] - r0["recommended"][d]) < 1e-6
+
+
+def test_order_scores_hand_computed():
+    # 4 draws over 3 mixtures whose true losses rise 1 < 2 < 3. P(0 < 1) = 3/4, P(0 < 2) = 1,
+    # P(1 < 2) = 3/4, all true: Brier (1/16 + 0 + 1/16) / 3; log score -(2 log 3/4 + log 0.999) / 3
+    # (the certain pair clipped to 0.999); only the certain pair is called at 95 %, rightly
+    from planner.calibration import order_scores
+
+    L = np.array([[1, 2, 3], [1, 2, 3], [2, 1, 3], [1, 3, 2]], float)
+    out = order_scores(L, np.array([1.0, 2.0, 3.0]))
+    assert out["n_pairs"] == 3 and out["accuracy"] == 1.0
+    assert math.isclose(out["brier"], 0.125 / 3, rel_tol=1e-12)
+    assert math.isclose(out["log_score"], -(2 * math.log(0.75) + math.log(0.999)) / 3, rel_tol=1e-12)
+    assert math.isclose(out["share_called_95"], 1 / 3) and out["wrong_among_called_95"] == 0.0
+    # reversed truth: every call is wrong
+    assert order_scores(L, np.array([3.0, 2.0, 1.0]))["wrong_among_called_95"] == 1.0
