@@ -67,18 +67,15 @@ def main() -> None:
     t_cal = time.perf_counter() - t0 - t_fit
     disc = post[a.target].discrepancy
     out = {"method": a.method, "seconds": {"fit": round(t_fit, 1), "calibrate": round(t_cal, 1)},
-           "discrepancy": {k: disc.get(k) for k in ("kind", "s1", "s1_log_sd", "rho",
-                                                    "mixture_field")},
+           "discrepancy": {**{k: disc.get(k) for k in ("kind", "s1", "s1_log_sd", "mixture_field")},
+                           "rho": disc["evidence"].get("shared_share_rho")},
            "length_scale_posterior": (disc["evidence"].get("mixture_structure") or {}).get("posterior")}
     N1, D1 = float(N[0]), float(D[0])
     for label, with_field in (("without_field", False), ("with_field", True)):
-        if not with_field:
-            saved = dict(disc)
-            post[a.target].discrepancy = {**disc, "mixture_field": None}
         t1 = time.perf_counter()
-        od = optimum_draws(post, N1, D1)
+        od = optimum_draws(post, N1, D1, mixture_field=with_field)
         L = np.asarray(od["loss_matrix"](H))
-        rec = recommend(post, N1, D1)
+        rec = recommend(post, N1, D1, mixture_field=with_field)
         widths = {d: rec["hi"][d] - rec["lo"][d] for d in post.domains}
         out[label] = {"pairs": order_scores(L, y), "choice_among_64": choice_scores(L, od["expected_loss"](H), y),
                       "simplex": {"expected_excess_loss": rec["expected_excess_loss"],
@@ -86,8 +83,6 @@ def main() -> None:
                                   "mean_h_star_width": float(np.mean(list(widths.values()))),
                                   "n_fields": od["n_fields"]},
                       "seconds": round(time.perf_counter() - t1, 1)}
-        if not with_field:
-            post[a.target].discrepancy = saved
     text = json.dumps(out, indent=1)
     print(text)
     if a.out:

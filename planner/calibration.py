@@ -239,16 +239,10 @@ def heldout_order(posterior, target: str, heldout: RunsTable, min_mixtures: int 
         return None
     sel = inv.ravel() == g
     n_, d_ = (float(v) for v in keys[g])
-    tp = posterior[target]
     out = {"N": n_, "D": d_, "n_mixtures": int(sel.sum())}
-    saved = tp.discrepancy
-    try:
-        out["with_field"] = order_scores(objective_draws(posterior, n_, d_, H[sel], {target: 1.0}), y[sel])
-        if saved and saved.get("mixture_field"):
-            tp.discrepancy = {**saved, "mixture_field": None}
-        out["without_field"] = order_scores(objective_draws(posterior, n_, d_, H[sel], {target: 1.0}), y[sel])
-    finally:
-        tp.discrepancy = saved
+    for key, on in (("with_field", True), ("without_field", False)):
+        L = objective_draws(posterior, n_, d_, H[sel], {target: 1.0}, mixture_field=on)
+        out[key] = order_scores(L, y[sel])
     return out
 
 

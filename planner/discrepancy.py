@@ -230,8 +230,8 @@ def fit_slope(errors, param_var, noise_var, dist, prior_s1: float = PRIOR_S1,
     """Posterior of the discrepancy slope s1 from held-out log-errors (see module docstring).
 
     errors, param_var, noise_var, dist: arrays of shape (n,) (noise_var may be a scalar).
-    Returns {"kind", "s0", "s1" (posterior median), "s1_log_sd", "rho" (posterior mean),
-    "mixture_share" (posterior mean of 1 - rho), "mixture_field", "evidence": {...}}.
+    Returns {"kind", "s0", "s1" (posterior median), "s1_log_sd", "mixture_field",
+    "evidence": {...}} (the posterior mean of rho is evidence["shared_share_rho"]).
 
     Two questions, two models. Prediction intervals need the pointwise size of the errors:
     s1, s1_log_sd and rho come from the model with white mixture-specific errors (its intervals
@@ -264,7 +264,7 @@ def fit_slope(errors, param_var, noise_var, dist, prior_s1: float = PRIOR_S1,
         field = {k: struct[k] for k in ("length_scale", "s1", "s1_log_sd", "share")}
     return {
         "kind": KIND_HELDOUT, "s0": 0.0, "s1": math.exp(s1s["median"]), "s1_log_sd": s1s["log_sd"],
-        "rho": rho_mean, "mixture_share": 1.0 - rho_mean, "mixture_field": field,
+        "mixture_field": field,
         "evidence": {
             "n_heldout": int(len(e)),
             "distance_mean": float(d.mean()), "distance_min": float(d.min()),

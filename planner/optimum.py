@@ -138,9 +138,11 @@ def draw_objective(law_name: str, logn, logd, weights, has_field: list[bool],
     return f
 
 
-def _objective_setup(posterior, N: float, D: float, target_weights, max_draws):
+def _objective_setup(posterior, N: float, D: float, target_weights, max_draws,
+                     mixture_field: bool = True):
     """What every per-draw objective at one (N, D) needs: target names and weights, the law's
-    parameter draws (S, ...), the mixture fields (``{}`` where a target has none) and f."""
+    parameter draws (S, ...), the mixture fields (``{}`` where a target has none, or for every
+    target when ``mixture_field`` is False: the law's parameter uncertainty only) and f."""
     if not (np.isfinite(N) and np.isfinite(D) and N > 0 and D > 0):
         raise InputError(f"target budget must have positive N and D, got N={N}, D={D}")
     tw = _check_weights(posterior, target_weights)
@@ -152,25 +154,32 @@ def _objective_setup(posterior, N: float, D: float, target_weights, max_draws):
     if max_draws:
         S = min(S, max_draws)
     params = [{k: v[:S] for k, v in p.items()} for p in params]
-    fields = _fields(posterior, names, logn, logd, S)
+    fields = _fields(posterior, names, logn, logd, S) if mixture_field else [None] * len(names)
     has_field = [f is not None for f in fields]
     fields = [f if f is not None else {} for f in fields]
     f = draw_objective(posterior.law, logn, logd, w, has_field)
     return names, w, logn, logd, params, fields, has_field, f
 
 
-def objective_draws(posterior, N: float, D: float, H, target_weights=None,
-                    max_draws: int | None = None) -> np.ndarray:
-    """Per-draw weighted target loss at mixtures H (J, k) and one (N, D), including each draw's
-    mixture discrepancy where the posterior has one: (S, J). What the optima minimise."""
-    _, _, _, _, params, fields, _, f = _objective_setup(posterior, N, D, target_weights, max_draws)
+def _at_mixtures(f, params, fields, H):
+    """f for every draw (rows) at every mixture of H (J, k) (columns): (S, J)."""
     at_all = jax.vmap(f, in_axes=(0, 0, None))
-    H = jnp.asarray(np.asarray(H, float))
-    return np.asarray(jax.jit(jax.vmap(lambda h: at_all(params, fields, h), out_axes=1))(H))
+    return jax.vmap(lambda h: at_all(params, fields, h), out_axes=1)(
+        jnp.asarray(np.asarray(H, float)))
+
+
+def objective_draws(posterior, N: float, D: float, H, target_weights=None,
+                    max_draws: int | None = None, mixture_field: bool = True) -> np.ndarray:
+    """Per-draw weighted target loss at mixtures H (J, k) and one (N, D), including each draw's
+    mixture discrepancy where the posterior has one (unless ``mixture_field`` is False): (S, J).
+    What the optima minimise."""
+    _, _, _, _, params, fields, _, f = _objective_setup(posterior, N, D, target_weights,
+                                                        max_draws, mixture_field)
+    return np.asarray(_at_mixtures(f, params, fields, H))
 
 
 def optimum_draws(posterior, N: float, D: float, target_weights=None, lo=None, hi=None,
-                  max_draws: int | None = None):
+                  max_draws: int | None = None, mixture_field: bool = True):
     """Per-draw optima and the Bayes choice.
 
     Returns dict with h_star (S, k), loss_at_star (S,), h_bayes (k,), loss_at_bayes (S,) (law
@@ -178,9 +187,10 @@ def optimum_draws(posterior, N: float, D: float, target_weights=None, lo=None, h
     where the posterior has one: ``discrepancy.mixture_field``), ``n_fields`` (targets with a
     field), ``loss_matrix``: H (J, k) -> (S, J), the same per-draw objective at any mixtures,
     and ``expected_loss``: H (J, k) -> (J,), its exact posterior expectation (what h_bayes
-    minimises)."""
+    minimises). mixture_field=False leaves the discrepancy out (the law's parameter
+    uncertainty only)."""
     names, w, logn, logd, params, fields, has_field, f = _objective_setup(
-        posterior, N, D, target_weights, max_draws)
+        posterior, N, D, target_weights, max_draws, mixture_field)
     k = len(posterior.domains)
     lo_ = None if lo is None else jnp.asarray(lo, dtype=jnp.float64)
     hi_ = None if hi is None else jnp.asarray(hi, dtype=jnp.float64)
@@ -229,8 +239,7 @@ def optimum_draws(posterior, N: float, D: float, target_weights=None, lo=None, h
     l_bayes = at_all(params, fields, h_bayes)
 
     def loss_matrix(H):
-        H = jnp.asarray(H, dtype=jnp.float64)
-        return jax.vmap(lambda h: at_all(params, fields, h), out_axes=1)(H)
+        return _at_mixtures(f, params, fields, H)
 
     def expected_loss(H):
         return np.asarray(jax.vmap(expected)(jnp.asarray(H, dtype=jnp.float64)))
@@ -246,14 +255,14 @@ def optimum_draws(posterior, N: float, D: float, target_weights=None, lo=None, h
 
 
 def recommend(posterior, N: float, D: float, target_weights: dict | None = None, seed: int = 0,
-              lo=None, hi=None, interval: float = 0.9) -> dict:
+              lo=None, hi=None, interval: float = 0.9, mixture_field: bool = True) -> dict:
     """The recommendation in the ``planner optimum`` JSON format (DESIGN.md section 3).
 
     mean/lo/hi: posterior mean and 90 % credible bounds of each domain's optimal weight h*_i.
     recommended: the Bayes choice (minimises posterior expected loss); loss: its predicted target
     loss (mean; lo/hi a 90 % predictive interval including discrepancy and noise);
     expected_excess_loss: E_s[L_s(recommended) - L_s(h*_s)] (>= 0)."""
-    od = optimum_draws(posterior, N, D, target_weights, lo=lo, hi=hi)
+    od = optimum_draws(posterior, N, D, target_weights, lo=lo, hi=hi, mixture_field=mixture_field)
     q = (1 - interval) / 2
     doms = posterior.domains
     hs = od["h_star"]

@@ -75,10 +75,10 @@ def test_mixture_discrepancy_end_to_end(tmp_path, capsys):
     regret = true[0] - true.min()
     assert regret > 0.005
     assert opt["expected_excess_loss"] > regret
-    post = Posterior.load(post_dir)
-    post["web"].discrepancy = {**post["web"].discrepancy, "mixture_field": None}
     from planner.optimum import recommend
-    assert recommend(post, 1e9, 2e10)["expected_excess_loss"] < regret / 3
+    without = recommend(Posterior.load(post_dir), 1e9, 2e10, mixture_field=False)
+    assert without["mixture_discrepancy_targets"] == 0
+    assert without["expected_excess_loss"] < regret / 3
 
 
 @pytest.mark.parametrize("make,args_fn,match", [
