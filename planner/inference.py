@@ -2,9 +2,10 @@
 
 ``map``  the paper's fit: Huber loss (delta 1e-3) on log-loss residuals, random starts drawn from
          the prior, then basin-hopping L-BFGS from the best starts. Also initialises NUTS.
-``laplace`` a Gaussian at the posterior mode (same model, priors and run effect as NUTS) in the
-         unconstrained space, covariance = inverse Hessian: draws in seconds, for the loop's
-         intermediate refits and for acquisition studies; exact only as the posterior is Gaussian.
+``laplace`` Gaussians at the posterior's conditional modes along log sigma, the noise scale
+         integrated out on a grid (INLA-style; same model, priors and run effect as NUTS),
+         importance-resampled and then moved by Metropolis steps (``planner.laplace``): draws in
+         seconds, for the loop's intermediate refits and for acquisition studies.
 ``nuts`` (default) NumPyro NUTS on ``model.mixture_model``: chains start at the posterior mode
          (found by L-BFGS from the Huber fit) with the inverse Hessian there as a dense mass
          matrix for the law parameters, which the short warm-up then adapts. r_hat, ESS and
@@ -24,6 +25,8 @@ from scipy import optimize
 
 from planner.errors import FitError, InputError
 from planner.laws import Law, get_law
+from planner.laplace import fit_laplace
+from planner.mode import posterior_mode, site_offsets
 from planner.model import (ModelData, law_sites, mixture_model, model_args, pad_observations,
                            reparam_values)
 from planner.posterior import Posterior, TargetPosterior
@@ -169,160 +172,16 @@ def _init_values(law: Law, m: MapResult, data: ModelData) -> dict:
     return vals
 
 
-def _minimize_potential(vg, x0, maxiter: int):
-    """L-BFGS on a JAX value-and-grad of the potential, keeping the best finite point seen
-    (L-BFGS-B can otherwise end on a step where the density is not finite)."""
-    best = {"v": np.inf, "x": np.asarray(x0, float)}
-
-    def fun(f):
-        v, g = vg(jnp.asarray(f))
-        v = float(v)
-        if not np.isfinite(v) or not np.all(np.isfinite(np.asarray(g))):
-            return 1e30, np.zeros_like(f)
-        if v < best["v"]:
-            best["v"], best["x"] = v, np.array(f, float)
-        return v, np.asarray(g)
-
-    res = optimize.minimize(fun, np.asarray(x0, float), jac=True, method="L-BFGS-B",
-                            options={"maxiter": maxiter, "ftol": 1e-14, "gtol": 1e-8})
-    return best["x"], best["v"], bool(res.success)
-
-
-def _dynamic_args(args: tuple) -> tuple:
-    """The array part of ``model_args`` (law, k and n_groups are static)."""
-    law, k, logn, logd, H, mask, group, n_groups, logd_ref, log_href = args
-    return (logn, logd, H, mask, group, jnp.asarray(logd_ref), log_href)
-
-
-def _potential_fns(args: tuple, z_template: dict) -> dict:
-    """Jitted potential (negative log density) on a flat unconstrained vector: its value and
-    gradient, Hessian and batched value, with the data as arguments (compiled once per law,
-    k, bucket size and site shapes, not once per fit)."""
-    from jax.flatten_util import ravel_pytree
-    from numpyro.infer.util import potential_energy
-
-    law, k, n_groups, has_href = args[0], args[1], args[7], args[9] is not None
-    shapes = tuple((n, tuple(np.shape(v))) for n, v in sorted(z_template.items()))
-    key = ("potential", law.name, k, n_groups, has_href, shapes)
-    if key not in _COMPILED:
-        _, unravel = ravel_pytree(z_template)
-
-        def pot(flat, dyn, y):
-            logn, logd, H, mask, group, logd_ref, log_href = dyn
-            margs = (law, k, logn, logd, H, mask, group, n_groups, logd_ref, log_href)
-            return potential_energy(mixture_model, margs, {"y": y}, unravel(flat))
-
-        _COMPILED[key] = {"value_and_grad": jax.jit(jax.value_and_grad(pot)),
-                          "hessian": jax.jit(jax.hessian(pot)),
-                          "batch": jax.jit(jax.vmap(pot, in_axes=(0, None, None)))}
-    return _COMPILED[key]
-
-
-@dataclass
-class _Mode:
-    """The posterior mode in NumPyro's unconstrained space, with what is needed to evaluate the
-    potential around it."""
-
-    args: tuple
-    kwargs: dict
-    unravel: object
-    x: np.ndarray       # flat unconstrained mode
-    value: float        # potential (negative log density) there; inf if none was finite
-    converged: bool
-    fns: dict           # ``_potential_fns``: value_and_grad, hessian, batch (flat, dyn, y)
-    dyn: tuple
-    y: object
-    _H: np.ndarray | None = None  # Hessian at x, computed once (the saddle check, the callers)
-
-    def value_and_grad(self, x):
-        return self.fns["value_and_grad"](x, self.dyn, self.y)
-
-    def hessian(self) -> np.ndarray:
-        """The Hessian of the potential at the mode ``x``."""
-        if self._H is None:
-            self._H = np.asarray(self.fns["hessian"](jnp.asarray(self.x), self.dyn, self.y))
-        return self._H
-
-    def move_to(self, x, value, converged) -> None:
-        self.x, self.value, self.converged, self._H = x, value, converged, None
-
-    def potential_batch(self, X) -> np.ndarray:
-        return np.asarray(self.fns["batch"](jnp.asarray(X), self.dyn, self.y))
-
-
-def _posterior_mode(law: Law, data: ModelData, init: dict, key, maxiter: int) -> _Mode:
-    """L-BFGS on the model's potential from ``init`` (the Huber optimum) and from the prior
-    median; the lower mode wins.
-
-    The Huber fit has no priors: with few runs it can run off to a degenerate basin (seen on the
-    quickstart: log K_i = 21.5, logit phi = -17), where the search from it stops at a local mode
-    far above the posterior's (potential 204 vs -25) with an indefinite Hessian, and the Laplace
-    draws went wild. The second search costs one more L-BFGS run on already compiled code."""
-    from jax.flatten_util import ravel_pytree
-    from numpyro.infer.initialization import init_to_median
-    from numpyro.infer.util import initialize_model, init_to_value
-
-    args, kwargs = model_args(law, data)
-    k_huber, k_median = jax.random.split(key)
-    starts = []
-    try:
-        starts.append(initialize_model(
-            k_huber, mixture_model, model_args=args, model_kwargs=kwargs,
-            init_strategy=init_to_value(values=init), dynamic_args=False)[0].z)
-    except (RuntimeError, ValueError):
-        # the Huber fit can land where the model's density is not finite (e.g. an overflowing
-        # mixture term): only the prior median then
-        log.info("MAP values are not a valid start for the sampler; using the prior median")
-    starts.append(initialize_model(
-        k_median, mixture_model, model_args=args, model_kwargs=kwargs,
-        init_strategy=init_to_median(num_samples=101), dynamic_args=False)[0].z)
-    # both starts have the same sites and shapes: one flattening, one set of compiled functions
-    _, unravel = ravel_pytree(starts[0])
-    best = _Mode(args, kwargs, unravel, None, np.inf, False, _potential_fns(args, starts[0]),
-                 _dynamic_args(args), kwargs["y"])
-    for z in starts:
-        x, v, converged = _minimize_potential(best.value_and_grad, ravel_pytree(z)[0], maxiter)
-        if best.x is None or v < best.value:
-            best.move_to(x, v, converged)
-    # L-BFGS can stop on a saddle (gradient ~ 0, an indefinite Hessian): step off it both ways
-    # along the most negative curvature and keep what goes lower (a few times at most)
-    for _ in range(3):
-        if not np.isfinite(best.value):
-            break
-        Hm = best.hessian()
-        if not np.all(np.isfinite(Hm)):
-            break
-        w, V = np.linalg.eigh(0.5 * (Hm + Hm.T))
-        if w[0] >= 0:
-            break
-        found = False
-        for step in (V[:, 0], -V[:, 0]):
-            x, v, converged = _minimize_potential(best.value_and_grad, best.x + step, maxiter)
-            if v < best.value - 1e-6:
-                best.move_to(x, v, converged)
-                found = True
-        if not found:
-            break
-    return best
-
-
 def _mode_and_mass(law: Law, data: ModelData, init: dict, key):
     """Refine to the posterior mode (unconstrained space) and return (init values, inverse mass
     matrix for the law-parameter block), or (init, None) when the Hessian is not usable."""
-    from jax.flatten_util import ravel_pytree
-
-    mode = _posterior_mode(law, data, init, key, 2000)
+    mode = posterior_mode(law, data, init, key, 2000)
     args, kwargs, unravel = mode.args, mode.kwargs, mode.unravel
-    x = mode.x
-    z_mode = unravel(jnp.asarray(x))
+    z_mode = unravel(jnp.asarray(mode.x))
     sites = law_sites(law)
     # the law block of the full Hessian, in the flat order NumPyro gives the block's sites
     # (ravel_pytree: sorted names); the full flat vector is also in sorted-name order
-    offsets, i = {}, 0
-    for name in sorted(z_mode):
-        n = int(np.size(z_mode[name]))
-        offsets[name] = np.arange(i, i + n)
-        i += n
+    offsets = site_offsets(z_mode)
     idx = np.concatenate([offsets[name] for name in sorted(sites)])
     Hm = mode.hessian()[np.ix_(idx, idx)]
     mass = None
@@ -355,99 +214,6 @@ def fit_nuts(law: Law, data: ModelData, seed: int, init_map: MapResult, num_warm
     args, kwargs = model_args(law, data)
     mcmc.run(k_run, *args, extra_fields=("diverging", "num_steps"), **kwargs)
     return mcmc
-
-
-def fit_laplace(law: Law, data: ModelData, seed: int, init_map: MapResult,
-                num_samples: int) -> tuple[dict, dict]:
-    """Laplace approximation at the posterior mode: (draws of every sample/deterministic site,
-    diagnostics). Raises FitError when no finite mode or a non-finite Hessian is found."""
-    from numpyro.infer.util import constrain_fn
-
-    key = jax.random.PRNGKey(seed)
-    k_init, k_draw = jax.random.split(key)
-    mode = _posterior_mode(law, data, _init_values(law, init_map, data), k_init, 3000)
-    args, kwargs, unravel = mode.args, mode.kwargs, mode.unravel
-    x_mode, v_mode, converged = mode.x, mode.value, mode.converged
-    if not np.isfinite(v_mode):
-        raise FitError(f"{law.name}: no finite posterior mode found")
-    Hm = mode.hessian()
-    w, V = np.linalg.eigh(0.5 * (Hm + Hm.T))
-    if not np.all(np.isfinite(w)):
-        raise FitError(f"{law.name}: the Hessian at the posterior mode is not finite; "
-                       "use method='nuts'")
-    min_eig = float(w.min())
-    if min_eig <= 0:
-        # L-BFGS stopped on a saddle or a flat ridge: use the curvature's magnitude (floored) as
-        # the proposal's precision; the density check below discards implausible proposals
-        log.info("%s: Hessian at the mode is indefinite (min eigenvalue %.3g); using |H|",
-                 law.name, min_eig)
-        w = np.maximum(np.abs(w), 1e-6 * np.abs(w).max())
-    L = V / np.sqrt(w)                                  # covariance = L L^T = H^-1
-    k_eps, k_res = jax.random.split(k_draw)
-    n_prop = 4 * num_samples
-    eps = np.asarray(jax.random.normal(k_eps, (n_prop, len(w))))
-    from scipy.stats import chi2
-    bound = 0.5 * chi2.ppf(0.999, len(w))
-    # The Gaussian's scale is shrunk (1, 1/2, 1/4, 1/10) only when not one of its proposals has
-    # a plausible true density: the Hessian then badly underestimates the curvature somewhere
-    # (seen on the joint law with few runs). The shrink used is in the draw scheme.
-    for shrink in (1.0, 0.5, 0.25, 0.1):
-        prop = x_mode[None, :] + shrink * (eps @ L.T)
-        # Sampling-importance-resampling: weight each Gaussian proposal by the true posterior
-        # density over the Gaussian's, so directions the Hessian sees as flat (weakly
-        # identified parameters) cannot produce absurd draws; the weights' ESS is reported.
-        U = mode.potential_batch(prop)
-        logq = -0.5 * np.sum(eps ** 2, axis=1)
-        logw = np.where(np.isfinite(U), -U - logq, -np.inf)
-        if not np.isfinite(logw).any():
-            continue
-        logw -= logw.max()
-        wts = np.exp(logw)
-        wts /= wts.sum()
-        ess = float(1.0 / np.sum(wts ** 2))
-        scale_note = "" if shrink == 1.0 else f", Gaussian scaled by {shrink}"
-        if ess >= 0.1 * num_samples:
-            idx = np.asarray(jax.random.choice(k_res, n_prop, (num_samples,), p=jnp.asarray(wts)))
-            scheme = "importance-resampled" + scale_note
-            break
-        # weights too degenerate to resample from (the true posterior is narrower or curved
-        # where the Gaussian is wide): keep the Gaussian's spread but drop proposals whose true
-        # density falls below what a Gaussian of this dimension reaches 99.9 % of the time
-        keep = np.flatnonzero(np.isfinite(U) & (U - v_mode <= bound))
-        if len(keep):
-            idx = keep[:num_samples] if len(keep) >= num_samples else \
-                keep[np.asarray(jax.random.choice(k_res, len(keep), (num_samples,)))]
-            scheme = f"truncated Gaussian ({len(keep)} of {n_prop} proposals kept{scale_note})"
-            break
-    else:
-        raise FitError(f"{law.name}: no Laplace draw has a plausible posterior density")
-    flat = prop[idx]
-
-    def constrained(f):
-        return constrain_fn(mixture_model, args, kwargs, unravel(f), return_deterministic=True)
-
-    draws = {k: np.asarray(v) for k, v in jax.vmap(constrained)(jnp.asarray(flat)).items()}
-    # a tail draw can overflow a derived parameter (C = exp(log K - g log h_ref) with a large g)
-    # where the density itself is finite: drop such draws while they are rare (< 10 %)
-    ok = np.ones(len(flat), bool)
-    for v in draws.values():
-        ok &= np.isfinite(v.reshape(len(flat), -1)).all(axis=1)
-    n_dropped = int((~ok).sum())
-    if n_dropped > 0.1 * len(flat):
-        bad = sorted(k for k, v in draws.items() if not np.isfinite(v).all())
-        raise FitError(f"{law.name}: {n_dropped} of {len(flat)} Laplace draws have non-finite "
-                       f"{', '.join(bad)}; use method='nuts'")
-    if n_dropped:
-        draws = {k: v[ok] for k, v in draws.items()}
-        scheme += f"; {n_dropped} draws with an overflowing parameter dropped"
-    if ess < 0.1 * num_samples:
-        log.info("%s: Laplace importance weights have ESS %.0f of %d proposals: the posterior "
-                 "is far from Gaussian (draws: %s); prefer method='nuts'", law.name, ess,
-                 n_prop, scheme)
-    diag = {"method": "laplace", "mode_converged": converged, "importance_ess": ess,
-            "draw_scheme": scheme,
-            "min_hessian_eigenvalue": min_eig, "num_samples": num_samples}
-    return draws, diag
 
 
 def _diagnostics(mcmc, law: Law, num_samples: int, num_chains: int) -> dict:
@@ -520,7 +286,8 @@ def fit(table: RunsTable, law: str = "additive", targets: list[str] | None = Non
         m = fit_map(lw, data, seed=seed + 7919 * i, starts=map_starts,
                     init=(map_init or {}).get(t))
         if method == "laplace":
-            s, diag = fit_laplace(lw, data, seed + 7919 * i, m, num_samples * num_chains)
+            s, diag = fit_laplace(lw, data, seed + 7919 * i, _init_values(lw, m, data),
+                                  num_samples * num_chains)
             draws = {p.name: s[p.name] for p in lw.params}
             draws["sigma"] = s["sigma"]
             if "tau" in s:

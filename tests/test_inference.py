@@ -135,17 +135,17 @@ def test_mode_search_falls_back_to_the_prior_median_from_an_invalid_start():
     search restarts from the prior median (this path once failed on a wrong import)."""
     import jax
 
-    from planner.inference import _posterior_mode
+    from planner.mode import posterior_mode
     from planner.model import pad_observations
 
     N, D, H = grid_design(6, NS, DS, seed=21)
     df = simulate("additive", TRUE_ADDITIVE, N, D, H, NOISE, seed=22)
     data = pad_observations(runs_from_frame(df).observations("web"))
     bad = {"log_S": np.nan}
-    mode = _posterior_mode(get_law("additive"), data, bad, jax.random.PRNGKey(0), 3000)
+    mode = posterior_mode(get_law("additive"), data, bad, jax.random.PRNGKey(0), 3000)
     assert np.isfinite(mode.value) and np.all(np.isfinite(mode.x))
     # it found the same mode as a valid start does (potential to L-BFGS tolerance)
-    good = _posterior_mode(get_law("additive"), data, {}, jax.random.PRNGKey(0), 3000)
+    good = posterior_mode(get_law("additive"), data, {}, jax.random.PRNGKey(0), 3000)
     assert abs(mode.value - good.value) < 1e-4 * max(1.0, abs(good.value))
 
 
@@ -159,7 +159,8 @@ def test_mode_search_escapes_a_degenerate_huber_start():
     import jax
     import pandas as pd
 
-    from planner.inference import _init_values, _posterior_mode, fit_map
+    from planner.inference import _init_values, fit_map
+    from planner.mode import posterior_mode
     from planner.model import pad_observations
 
     df = pd.read_csv(Path(__file__).parent / "fixtures" / "quickstart_first10.csv")
@@ -167,9 +168,9 @@ def test_mode_search_escapes_a_degenerate_huber_start():
     law = get_law("additive")
     bad = fit_map(law, data, seed=7919)
     assert bad.params["C"][1] > 1e6  # the degenerate Huber optimum this test is about
-    good = _posterior_mode(law, data, _init_values(law, fit_map(law, data, seed=10), data),
+    good = posterior_mode(law, data, _init_values(law, fit_map(law, data, seed=10), data),
                            jax.random.PRNGKey(10), 3000)
-    m = _posterior_mode(law, data, _init_values(law, bad, data), jax.random.PRNGKey(1), 3000)
+    m = posterior_mode(law, data, _init_values(law, bad, data), jax.random.PRNGKey(1), 3000)
     # the same mode: potentials agree to L-BFGS tolerance, and the Hessian there is positive
     assert abs(m.value - good.value) < 1e-4 * max(1.0, abs(good.value))
     assert np.linalg.eigvalsh(m.hessian()).min() > 0
