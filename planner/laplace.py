@@ -13,8 +13,11 @@ conditional mode r(s) of the other coordinates and the Hessian H(s) there give a
 where the determinant charges sigma for the degrees of freedom the fit spends. The grid is
 centred on the maximum of that marginal (a bounded 1-D search) and spaced by its curvature.
 Draws come from the mixture of the cells' Gaussians (log sigma uniform within its cell) and are
-importance-resampled against the exact posterior; the diagnostics report the sigma of the joint
-mode and of the marginal, and the grid's size.
+importance-resampled against the exact posterior. With few runs the posterior is far from
+Gaussian and the importance weights collapse, so every draw is then moved by random-walk
+Metropolis steps (exact-posterior invariant) until the cloud stops growing. The diagnostics
+report the sigma of the joint mode and of the marginal, the grid's size, how the draws were
+made and the moves' count and acceptance.
 """
 from __future__ import annotations
 
@@ -161,10 +164,6 @@ class SigmaMarginal:
             raise FitError("no finite conditional posterior mode along log sigma")
         return c
 
-    def point(self, c: Cell) -> np.ndarray:
-        """The full flat vector of a cell's conditional mode."""
-        return np.insert(c.r, self.j, c.s)
-
     def grid(self) -> tuple[list[Cell], float]:
         """Cells on an even grid of s covering the marginal down to SIGMA_DROP below its
         maximum, and the grid step."""
@@ -175,7 +174,8 @@ class SigmaMarginal:
         curv = (2 * top - self.log_marginal(s_max + h) - self.log_marginal(s_max - h)) / h ** 2
         sd = 1.0 / np.sqrt(curv) if curv > 0 else 1.0
         step = float(np.clip(sd / 2, 0.005, 0.5))
-        while True:  # the half-width that a Gaussian marginal needs, widened if it is skewed
+        while True:  # outward from the maximum until both ends are SIGMA_DROP below it; if
+            # MAX_CELLS runs out first (a skewed or wide marginal), double the step
             cells = [self.at(s_max)]
             for direction in (1, -1):
                 i = 1
