@@ -23,13 +23,17 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-import planner  # noqa: F401
-from planner.design import INIT_SCALE_FRACTION, DesignRequest, Space, initial_options, propose
-from planner.errors import FitError
-from planner.inference import fit
-from planner.laws import get_law, scale_inputs
-from planner.optimum import mirror_descent, recommend
-from planner.runs import runs_from_frame
+from planner.core.jaxsetup import configure_jax
+
+configure_jax()  # float64 and the compilation cache, before JAX starts
+from planner.decide.strategies import INIT_SCALE_FRACTION, DesignRequest, initial_options
+from planner.decide.space import Space
+from planner.decide.registry import propose
+from planner.core.errors import FitError
+from planner.fit.dispatch import fit
+from planner.model.laws import get_law, scale_inputs
+from planner.decide.optimum import mirror_descent, recommend
+from planner.model.runs import runs_from_frame
 
 TARGET_N, TARGET_D = 7e9, 1.5e11
 NOISE = 0.005

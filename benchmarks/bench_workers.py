@@ -81,8 +81,8 @@ def main(argv=None) -> int:
 
     sys.path.insert(0, str(ROOT))
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    from planner.campaign import run_campaign
-    from planner.ledger import Ledger
+    from planner.campaign.campaign import run_campaign
+    from planner.campaign.ledger import Ledger
 
     doms = ["a", "b", "c"]
     W = args.workers

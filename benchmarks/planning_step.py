@@ -5,7 +5,7 @@ for k = 7 domains and 200 observations of a known additive law (0.5 % noise).
         --samples 300] [--cold]
 
 The refit is what a campaign does after a batch: the previous fit (on the first n - 8
-observations) warm-starts it (``planner.loop.warm_start``); --cold refits from scratch.
+observations) warm-starts it (``planner.campaign.planner.warm_start``); --cold refits from scratch.
 Prints the seconds of each part; run it twice to see the warm (persistent-cache) numbers.
 """
 from __future__ import annotations
@@ -16,15 +16,16 @@ import time
 from types import SimpleNamespace
 
 import numpy as np
-import pandas as pd
 
-import planner  # noqa: F401
-from planner.acquisition import decision_state, make_fantasies, score_candidates, select_batch
-from planner.design import Space, sample_candidates
-from planner.inference import fit
-from planner.laws import get_law, scale_inputs
-from planner.loop import warm_start
-from planner.runs import runs_from_frame
+from planner.core.jaxsetup import configure_jax
+
+configure_jax()  # float64 and the compilation cache, before JAX starts
+from planner.decide.acquisition import decision_state, make_fantasies, score_candidates, select_batch
+from planner.decide.space import Space, sample_candidates
+from planner.fit.dispatch import fit
+from planner.model.laws import get_law, scale_inputs
+from planner.campaign.planner import warm_start
+from planner.model.runs import runs_from_frame
 
 
 def main() -> None:

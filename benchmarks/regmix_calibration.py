@@ -4,7 +4,7 @@ Fit the law on the "1M" (512 + 256) and "60M" (256) runs, all at 1B tokens, pred
 runs (25B tokens), and report the coverage of the 50 % and 90 % predictive intervals, their mean
 relative widths, the mean relative error and the Spearman correlation, without and with the
 model-discrepancy term. The discrepancy is calibrated inside the training data only: the "1M"
-runs are fitted alone and the "60M" runs held out (``planner.calibration.holdout_check``).
+runs are fitted alone and the "60M" runs held out (``planner.calibrate.checks.holdout_check``).
 
     .venv/bin/python benchmarks/regmix_calibration.py [--method nuts|map] [--warmup 500]
         [--samples 500] [--chains 2] [--inner-samples N] [--out result.json]
@@ -16,10 +16,12 @@ import json
 import time
 from pathlib import Path
 
-import planner  # noqa: F401  (JAX configuration)
-from planner.calibration import holdout_check
-from planner.regmix import load_regmix
-from planner.runs import runs_from_frame
+from planner.core.jaxsetup import configure_jax
+
+configure_jax()  # float64 and the compilation cache, before JAX starts
+from planner.calibrate.checks import holdout_check
+from planner.model.regmix import load_regmix
+from planner.model.runs import runs_from_frame
 
 REGMIX = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "regmix"
 

@@ -16,10 +16,12 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import spearmanr
 
-import planner  # noqa: F401
-from planner.inference import fit
-from planner.regmix import load_regmix
-from planner.runs import runs_from_frame
+from planner.core.jaxsetup import configure_jax
+
+configure_jax()  # float64 and the compilation cache, before JAX starts
+from planner.fit.dispatch import fit
+from planner.model.regmix import load_regmix
+from planner.model.runs import runs_from_frame
 
 REGMIX = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "regmix"
 

@@ -24,12 +24,15 @@ from pathlib import Path
 
 import numpy as np
 
-import planner  # noqa: F401  (JAX configuration)
-from planner.calibration import calibrate, order_scores
-from planner.inference import fit
-from planner.optimum import optimum_draws, recommend
-from planner.regmix import load_regmix
-from planner.runs import design_from_frame, runs_from_frame
+from planner.core.jaxsetup import configure_jax
+
+configure_jax()  # float64 and the compilation cache, before JAX starts
+from planner.calibrate.heldout import calibrate
+from planner.calibrate.checks import order_scores
+from planner.fit.dispatch import fit
+from planner.decide.optimum import optimum_draws, recommend
+from planner.model.regmix import load_regmix
+from planner.model.runs import design_from_frame, runs_from_frame
 
 REGMIX = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "regmix"
 
@@ -63,7 +66,7 @@ def main() -> None:
     t0 = time.perf_counter()
     post = fit(train, law="additive", targets=[a.target], method=a.method, seed=a.seed)
     t_fit = time.perf_counter() - t0
-    calibrate(post, train, seed=a.seed)
+    post = calibrate(post, train, seed=a.seed)
     t_cal = time.perf_counter() - t0 - t_fit
     disc = post[a.target].discrepancy
     out = {"method": a.method, "seconds": {"fit": round(t_fit, 1), "calibrate": round(t_cal, 1)},

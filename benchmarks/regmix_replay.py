@@ -25,12 +25,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-import planner  # noqa: F401  (JAX configuration)
-from planner.design import DesignRequest, Space, propose
-from planner.inference import fit
-from planner.laws import get_law
-from planner.regmix import load_regmix
-from planner.runs import runs_from_frame
+from planner.core.jaxsetup import configure_jax
+
+configure_jax()  # float64 and the compilation cache, before JAX starts
+from planner.decide.strategies import DesignRequest
+from planner.decide.space import Space
+from planner.decide.registry import propose
+from planner.fit.dispatch import fit
+from planner.model.laws import get_law
+from planner.model.regmix import load_regmix
+from planner.model.runs import runs_from_frame
 
 REGMIX = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "regmix"
 TARGET_N, TARGET_D = 1e9, 25e9

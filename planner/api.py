@@ -6,40 +6,28 @@
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
 
-from planner import inference, optimum
-from planner.errors import InputError
-from planner.posterior import Posterior
-from planner.runs import load_runs
-
-
-def _read_table(path) -> pd.DataFrame:
-    p = Path(path)
-    if not p.exists():
-        raise InputError(f"file not found: {p}")
-    try:
-        return pd.read_parquet(p) if p.suffix.lower() in (".parquet", ".pq") else pd.read_csv(p)
-    except Exception as e:  # noqa: BLE001
-        raise InputError(f"cannot read {p}: {str(e).splitlines()[0]}") from None
-
-
-def write_json_atomic(path, obj) -> None:
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    tmp.replace(p)
+from planner.calibrate.checks import holdout_check
+from planner.calibrate.heldout import fit_with_discrepancy
+from planner.core.errors import InputError
+from planner.core.io import read_table, write_json_atomic
+from planner.decide import optimum
+from planner.fit import dispatch as inference
+from planner.model.posterior import Posterior
+from planner.model.runs import load_runs
 
 
 def fit_runs(runs, law: str = "additive", targets=None, method: str = "nuts", out=None,
-             seed: int = 0, **fit_kwargs) -> Posterior:
-    """Load a runs table (path), fit ``law`` per target, save to ``out`` when given."""
+             seed: int = 0, discrepancy: bool = False, **fit_kwargs) -> Posterior:
+    """Load a runs table (path), fit ``law`` per target, save to ``out`` when given.
+    discrepancy: also learn the model discrepancy by holding out the largest scale (one more
+    fit; ``calibrate.fit_with_discrepancy``)."""
     table = load_runs(runs, targets=targets)
-    post = inference.fit(table, law=law, targets=targets, method=method, seed=seed, **fit_kwargs)
+    how = fit_with_discrepancy if discrepancy else inference.fit
+    post = how(table, law=law, targets=targets, method=method, seed=seed, **fit_kwargs)
     if out is not None:
         post.save(out)
     return post
@@ -54,7 +42,7 @@ def load_posterior(path) -> Posterior:
 
 def predict_file(posterior, design, out, seed: int = 0) -> pd.DataFrame:
     post = posterior if isinstance(posterior, Posterior) else load_posterior(posterior)
-    df = _read_table(design)
+    df = read_table(design, "design table")
     pred = post.predict(df, seed=seed)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     pred.to_csv(out, index=False)
@@ -72,8 +60,7 @@ def optimum_file(posterior, N: float, D: float, target_weights=None, out=None,
 
 def check_file(runs, law: str = "additive", targets=None, method: str = "nuts", seed: int = 0,
                **fit_kwargs) -> dict:
-    """Calibration check (fit all but the largest scale, predict it); see ``planner.calibration``."""
-    from planner.calibration import holdout_check
+    """Calibration check (fit all but the largest scale, predict it); see ``planner.calibrate``."""
 
     tl = [t.strip() for t in targets.split(",")] if isinstance(targets, str) else targets
     table = load_runs(runs, targets=tl)

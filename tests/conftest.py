@@ -10,7 +10,9 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 # Keep the JAX compilation cache inside the checkout (ignored by git) so CI warms it once.
 os.environ.setdefault("PLANNER_JAX_CACHE", str(Path(__file__).resolve().parents[1] / ".jax_cache"))
 
-import planner  # noqa: E402,F401  (configures JAX before any test imports it)
+from planner.core.jaxsetup import configure_jax  # noqa: E402
+
+configure_jax()  # float64 and the compilation cache, before any test touches JAX
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,292 @@
+"""Campaigns as Python functions (the CLI only parses arguments and calls these).
+
+    run_campaign(config, out)          run (or resume) a campaign to its end on Ray / in process
+    campaign_status(campaign_dir)      runs by status, compute, current recommendation (a dict)
+    suggest(campaign_dir, q)           ask: the next q runs, recorded as pending, not executed
+    tell(campaign_dir, results)        tell: results in the runs-table schema (validated)
+    export_runs(campaign_dir, out)     every observation (finals and checkpoints) with run_id
+    load_campaign(campaign_dir)        a read-only handle: config, runs, posterior, recommendation
+
+A campaign directory holds the ledger (``ledger.sqlite``), the resolved config
+(``config.resolved.yaml``), posterior snapshots (``posteriors/NNNN``), ``recommendation.json``
+(the ``optimum`` format) and a log (``planner.log``). Rerunning ``run_campaign`` with the same
+config resumes; a different config (other than its ``executor`` section) is refused.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from planner.campaign.executors import make_executor
+from planner.campaign.executors.base import check_trainer
+from planner.campaign.journal import JOURNAL, JournalLog
+from planner.campaign.ledger import Ledger
+from planner.campaign.lock import LOCK_NAME
+from planner.campaign.loop import LoopResult, run_loop
+from planner.campaign.observations import import_observations, read_results, spec_json
+from planner.campaign.planner import RECOMMENDATION, Planner, load_posterior
+from planner.campaign.store import open_campaign, open_existing, stored_config
+from planner.config.parse import coerce_config
+from planner.config.schema import CampaignConfig
+from planner.core.errors import InputError
+from planner.core.io import write_json_atomic
+from planner.core.types import RunStatus
+from planner.decide.registry import get_strategy
+from trainers.base import RunSpec, TrainerLoadError
+
+log = JournalLog("planner.campaign")
+
+
+LOG_NAME = "planner.log"
+
+
+# --------------------------------------------------------------------------------------------
+# run
+# --------------------------------------------------------------------------------------------
+def run_campaign(config, out: str | Path, *, executor=None, progress=None,
+                 fitter=None) -> LoopResult:
+    """Run the campaign described by ``config`` (path, mapping or CampaignConfig) in directory
+    ``out`` until its budget is spent, its stop tolerance is met, or too many runs fail.
+    Rerunning with the same config resumes (interrupted runs are dispatched again with their
+    run ids). ``executor``: an Executor to use instead of the configured one (not shut down
+    here); ``progress``: an object with ``update(stats)`` (see planner.report.progress); ``fitter``:
+    replaces ``planner.campaign.planner.default_fitter``. Returns a ``LoopResult`` (``stop_reason``:
+    budget, tolerance, failures or interrupted)."""
+
+    cfg = coerce_config(config)
+    get_strategy(cfg.acquisition.name)  # an unknown acquisition or trainer fails before
+    if executor is None:                 # anything is created
+        check_trainer(cfg.trainer.path, dict(cfg.trainer.args))
+    cfg, ledger = open_campaign(cfg, out)
+    handler = _attach_log(Path(out))
+    ex = None
+    try:
+        planner = Planner(cfg, ledger, fitter=fitter)
+        if executor is None:
+            try:
+                ex = make_executor(cfg)
+            except TrainerLoadError as e:
+                raise InputError(str(e)) from None
+        if progress is not None and hasattr(progress, "start"):
+            progress.start()
+        try:
+            result = run_loop(planner, executor or ex, progress=progress)
+        finally:
+            if progress is not None and hasattr(progress, "stop"):
+                progress.stop()
+        log.info("campaign %s: %s (%s)", out, result.stop_reason, result.message)
+        return result
+    finally:
+        if ex is not None:
+            ex.shutdown()
+        ledger.close()
+        JOURNAL.removeHandler(handler)
+        handler.close()
+
+
+def _attach_log(d: Path) -> logging.Handler:
+    h = logging.FileHandler(d / LOG_NAME)
+    h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    h.setLevel(logging.INFO)
+    JOURNAL.addHandler(h)
+    return h
+
+
+# --------------------------------------------------------------------------------------------
+# status / export / load
+# --------------------------------------------------------------------------------------------
+def _running_holder(d: Path) -> str | None:
+    """Who holds the campaign lock (a planner is running), or None. Never blocks."""
+    p = d / LOCK_NAME
+    if not p.exists():
+        return None
+    try:
+        fd = os.open(p, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def campaign_status(campaign_dir: str | Path) -> dict[str, Any]:
+    """A summary of a campaign (read-only; works while a planner is running it).
+
+    Keys: dir, running (holder of the lock or None), law, domains, targets, acquisition,
+    counts (runs by status), spent (FLOPs and runs, see Ledger.spent), budget {flops,
+    max_runs}, observations, snapshots, recommendation (optimum format or None),
+    expected_excess_loss, failures (last failed attempts: run_id, attempt, reason, error),
+    last_fit_error, stopped (the last stop event's reason and message, or None), sources
+    (completed runs by source: planner, suggest, imported, tell), caps (data caps on the target
+    run's weights below 1, or None) and caps_binding (domains at their cap in the
+    recommendation)."""
+    d = Path(campaign_dir)
+    with Ledger.open(d, readonly=True) as ledger:
+        cfg = stored_config(ledger)
+        counts = ledger.counts()
+        spent = ledger.spent()
+        snaps = ledger.snapshots()
+        rec = None
+        rp = d / RECOMMENDATION
+        if rp.exists():
+            try:
+                rec = json.loads(rp.read_text())
+            except (OSError, json.JSONDecodeError):
+                rec = None
+        if rec is None and snaps:
+            rec = snaps[-1]["recommendation"]
+        fails = [a for a in ledger.attempts() if a["status"] == RunStatus.FAILED]
+        fit_errors = ledger.events("fit_failed")
+        stops = ledger.events("stopped")
+        n_obs = ledger.n_observations()
+        sources: dict[str, int] = {}
+        for r in ledger.runs(RunStatus.COMPLETED):
+            sources[r.source] = sources.get(r.source, 0) + 1
+        caps = cfg.weight_caps()
+        last_fit_err = None
+        if fit_errors and (not snaps or fit_errors[-1]["t"] > snaps[-1]["created_at"]):
+            last_fit_err = fit_errors[-1]["data"].get("error")
+        return {
+            "dir": str(d), "running": _running_holder(d), "law": cfg.law,
+            "domains": list(cfg.domains), "targets": dict(cfg.targets),
+            "acquisition": cfg.acquisition.name, "counts": counts, "spent": spent,
+            "budget": {"flops": cfg.budget.flops, "max_runs": cfg.budget.max_runs},
+            "target_budget": {"N": cfg.target_budget.N, "D": cfg.target_budget.D},
+            "observations": n_obs, "snapshots": len(snaps),
+            "recommendation": rec,
+            "expected_excess_loss": None if rec is None else rec.get("expected_excess_loss"),
+            "failures": [{"run_id": a["run_id"], "attempt": a["attempt"], "reason": a["reason"],
+                          "error": (a["error"] or "").splitlines()[0][:300] if a["error"] else ""}
+                         for a in fails[-10:]],
+            "failed_attempts": len(fails),
+            "last_fit_error": last_fit_err,
+            "stopped": ({"reason": stops[-1]["data"].get("reason"),
+                         "message": stops[-1]["data"].get("message")} if stops else None),
+            "sources": sources,
+            "caps": None if caps is None else {d: c for d, c in caps.items() if c < 1.0},
+            "caps_binding": None if rec is None else rec.get("caps_binding"),
+        }
+
+
+def export_runs(campaign_dir: str | Path, out: str | Path | None = None,
+                include_checkpoints: bool = True):
+    """Every observation of a campaign in the runs-table schema (DESIGN.md section 3): run_id,
+    N, D, h_<domain>, loss_<target>, plus ``final`` (False for checkpoints), ``source`` and
+    ``seed``. Failed runs are not observations. Writes CSV (or Parquet for .parquet) if ``out``."""
+    d = Path(campaign_dir)
+    with Ledger.open(d, readonly=True) as ledger:
+        cfg = stored_config(ledger)
+        df = ledger.observations(list(cfg.domains), include_checkpoints=include_checkpoints)
+    if out is not None:
+        p = Path(out)
+        if p.parent and not p.parent.exists():
+            raise InputError(f"output directory {p.parent} does not exist")
+        if p.suffix.lower() in (".parquet", ".pq"):
+            df.to_parquet(p, index=False)
+        else:
+            df.to_csv(p, index=False)
+    return df
+
+
+@dataclass
+class Campaign:
+    """A read-only view of a campaign directory (for notebooks)."""
+
+    dir: Path
+    config: CampaignConfig
+
+    def status(self) -> dict:
+        return campaign_status(self.dir)
+
+    def runs(self, include_checkpoints: bool = True):
+        return export_runs(self.dir, include_checkpoints=include_checkpoints)
+
+    def ledger(self) -> Ledger:
+        """A read-only Ledger (close it when done)."""
+        return Ledger.open(self.dir, readonly=True)
+
+    def recommendation(self) -> dict | None:
+        p = self.dir / RECOMMENDATION
+        return json.loads(p.read_text()) if p.exists() else None
+
+    def posterior(self, snapshot: int | None = None):
+        """The latest (or the given) posterior snapshot, or None before the first fit."""
+        with self.ledger() as lg:
+            snaps = lg.snapshots()
+        if snapshot is not None:
+            snaps = [s for s in snaps if s["id"] == snapshot]
+        return load_posterior(snaps[-1]["path"]) if snaps else None
+
+
+def load_campaign(campaign_dir: str | Path) -> Campaign:
+    d = Path(campaign_dir)
+    with Ledger.open(d, readonly=True) as ledger:
+        return Campaign(d, stored_config(ledger))
+
+
+# --------------------------------------------------------------------------------------------
+# ask / tell without an executor
+# --------------------------------------------------------------------------------------------
+def suggest(campaign_dir: str | Path, q: int, out: str | Path | None = None,
+            config=None) -> list[RunSpec]:
+    """Ask: propose the next ``q`` runs of a campaign without executing them.
+
+    They are recorded as pending (source ``suggest``; they count toward the budget and later
+    proposals avoid them) and, with ``out``, written as a JSON list of objects with run_id, N,
+    D, h ({domain: weight}), seed, flops and h_<domain> columns. Report their results with
+    ``tell``. ``config`` creates the campaign directory if it does not exist yet."""
+    if isinstance(q, bool) or not isinstance(q, (int, np.integer)) or q < 1:
+        raise InputError(f"-n must be a positive integer, got {q!r}")
+    if out is not None and not Path(out).parent.exists():
+        raise InputError(f"output directory {Path(out).parent} does not exist")
+    cfg, ledger = open_existing(campaign_dir, config)
+    try:
+
+        get_strategy(cfg.acquisition.name)
+        planner = Planner(cfg, ledger)
+        if planner.can_fit() and planner.needs_fit():
+            planner.refit()
+        specs = planner.ask(int(q), source="suggest")
+        if not specs:
+            flops_left, runs_left = planner.budget_left()
+            raise InputError(f"budget spent: no run fits in what is left (FLOPs left "
+                             f"{'unlimited' if flops_left is None else f'{max(flops_left, 0):.3g}'}"
+                             f", runs left {'unlimited' if runs_left is None else max(runs_left, 0)})")
+    finally:
+        ledger.close()
+    if out is not None:
+        write_json_atomic(Path(out), [spec_json(s, cfg.domains) for s in specs])
+    return specs
+
+
+def tell(campaign_dir: str | Path, results, config=None, refit: bool = True) -> dict:
+    """Tell: record results given in the runs-table schema (a path to CSV/Parquet or a
+    DataFrame), validated like any runs table. Rows with the run_id of a suggested run complete
+    it; rows of other runs are added as external observations (source ``tell``). Rows of one
+    run (same run_id; without run_id: same N and h) are its checkpoints, the largest D its
+    final result. Idempotent: a run already completed is skipped. Refits (if enough runs) and
+    rewrites recommendation.json. Returns {"added", "completed", "duplicates", "run_ids"}."""
+    df = read_results(results)
+    cfg, ledger = open_existing(campaign_dir, config)
+    try:
+        counts = import_observations(ledger, cfg, df, source="tell")
+        if refit:
+            planner = Planner(cfg, ledger)
+            if planner.can_fit() or planner.recommendation is not None:
+                planner.finalize()
+        return counts
+    finally:
+        ledger.close()

@@ -1,0 +1,132 @@
+"""Read-only queries over a campaign ledger (a mixin of ``Ledger``): attempts, events, results,
+the runs-table projection of every observation, run counts, compute spent and snapshots. They
+read ``self._con`` and never write."""
+from __future__ import annotations
+
+import json
+import sqlite3
+
+from planner.campaign.records import BOUGHT_SOURCES, STATUSES
+
+
+class LedgerQueries:
+    """Queries shared by a writable and a read-only ``Ledger``."""
+
+    _con: sqlite3.Connection
+
+    def attempts(self, run_id: str | None = None) -> list[dict]:
+        q = "SELECT * FROM attempts"
+        args: tuple = ()
+        if run_id is not None:
+            q += " WHERE run_id = ?"
+            args = (run_id,)
+        return [dict(r) for r in self._con.execute(q + " ORDER BY id", args)]
+
+    def events(self, kind: str | None = None) -> list[dict]:
+        q, args = "SELECT * FROM events", ()
+        if kind is not None:
+            q, args = q + " WHERE kind = ?", (kind,)
+        out = []
+        for r in self._con.execute(q + " ORDER BY id", args):
+            e = dict(r)
+            e["data"] = json.loads(e.pop("data_json") or "{}")
+            out.append(e)
+        return out
+
+    # -- results & observations -----------------------------------------------------------------
+    def results(self) -> list[dict]:
+        """Stored results joined with their runs, in proposal order."""
+        rows = self._con.execute(
+            "SELECT r.*, runs.seq, runs.source, runs.seed, runs.flops FROM results r "
+            "JOIN runs ON runs.run_id = r.run_id ORDER BY runs.seq").fetchall()
+        out = []
+        for r in rows:
+            out.append({"run_id": r["run_id"], "N": r["N"], "D": r["D"], "h": json.loads(r["h_json"]),
+                        "losses": json.loads(r["losses_json"]),
+                        "checkpoints": json.loads(r["checkpoints_json"]),
+                        "metadata": json.loads(r["metadata_json"]), "source": r["source"],
+                        "seed": r["seed"], "flops": r["flops"], "attempt": r["attempt"],
+                        "recorded_at": r["recorded_at"]})
+        return out
+
+    def n_observations(self) -> int:
+        """Rows ``observations`` would return (finals plus checkpoints before D)."""
+        n = 0
+        for D, ck in self._con.execute("SELECT D, checkpoints_json FROM results"):
+            n += 1 + sum(1 for t, _ in json.loads(ck) if float(t) < float(D))
+        return n
+
+    def observations(self, domains: list[str], include_checkpoints: bool = True):
+        """Every observation (final results and checkpoints) as a runs-table DataFrame.
+
+        Columns: run_id, N, D, h_<domain>..., loss_<target>... (empty where not measured), then
+        the extras ``final`` (True for a run's final result), ``source`` and ``seed``.
+        """
+        import pandas as pd
+
+        rows = []
+        targets: list[str] = []
+        for r in self.results():
+            names = list(r["losses"]) + [k for _, l in r["checkpoints"] for k in l]
+            for t in names:
+                if t not in targets:
+                    targets.append(t)
+            base = {"run_id": r["run_id"], "N": r["N"]}
+            hs = {f"h_{d}": float(r["h"].get(d, 0.0)) for d in domains}
+            extra = {"source": r["source"], "seed": r["seed"]}
+            if include_checkpoints:
+                for tokens, losses in sorted(r["checkpoints"], key=lambda c: c[0]):
+                    if float(tokens) >= float(r["D"]):
+                        continue  # the final result is the observation at D
+                    rows.append({**base, "D": float(tokens), **hs,
+                                 **{f"loss_{k}": v for k, v in losses.items()},
+                                 "final": False, **extra})
+            rows.append({**base, "D": r["D"], **hs,
+                         **{f"loss_{k}": v for k, v in r["losses"].items()},
+                         "final": True, **extra})
+        cols = (["run_id", "N", "D"] + [f"h_{d}" for d in domains] + [f"loss_{t}" for t in targets]
+                + ["final", "source", "seed"])
+        df = pd.DataFrame(rows, columns=cols)
+        if len(df):
+            df["N"] = df["N"].astype(float)
+            df["D"] = df["D"].astype(float)
+        return df
+
+    # -- budget -------------------------------------------------------------------------------
+    def counts(self) -> dict[str, int]:
+        out = {s: 0 for s in STATUSES}
+        for r in self._con.execute("SELECT status, COUNT(*) FROM runs GROUP BY status"):
+            out[r[0]] = r[1]
+        return out
+
+    def spent(self) -> dict[str, float]:
+        """FLOPs and run counts of runs the planner bought (planner or suggest sources)."""
+        src = ",".join(f"'{s}'" for s in BOUGHT_SOURCES)
+        out = {"flops_completed": 0.0, "flops_in_flight": 0.0, "flops_failed": 0.0,
+               "runs_completed": 0, "runs_in_flight": 0, "runs_failed": 0}
+        for r in self._con.execute(f"SELECT status, COUNT(*), COALESCE(SUM(flops), 0) FROM runs "
+                                   f"WHERE source IN ({src}) GROUP BY status"):
+            key = {"completed": "completed", "failed": "failed"}.get(r[0], "in_flight")
+            out[f"runs_{key}"] += r[1]
+            out[f"flops_{key}"] += r[2]
+        out["flops_committed"] = out["flops_completed"] + out["flops_in_flight"]
+        out["runs_committed"] = out["runs_completed"] + out["runs_in_flight"]
+        return out
+
+    # -- snapshots --------------------------------------------------------------------------------
+    def next_snapshot_id(self) -> int:
+        return int(self._con.execute("SELECT COALESCE(MAX(id), 0) FROM snapshots").fetchone()[0]) + 1
+
+    def snapshots(self) -> list[dict]:
+        out = []
+        for r in self._con.execute("SELECT * FROM snapshots ORDER BY id"):
+            s = dict(r)
+            s["run_ids"] = json.loads(s.pop("run_ids_json"))
+            rec = s.pop("recommendation_json")
+            s["recommendation"] = json.loads(rec) if rec else None
+            out.append(s)
+        return out
+
+    def latest_snapshot(self) -> dict | None:
+        snaps = self.snapshots()
+        return snaps[-1] if snaps else None

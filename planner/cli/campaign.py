@@ -1,0 +1,123 @@
+"""Campaign subcommands of ``planner`` (argument parsing only; the work is in planner.campaign).
+
+    planner run CONFIG --out CAMPAIGN_DIR      # rerunning the same command resumes
+    planner status CAMPAIGN_DIR
+    planner suggest CAMPAIGN_DIR -n Q --out RUNS.json [--config CONFIG]
+    planner tell CAMPAIGN_DIR RESULTS.csv [--config CONFIG]
+    planner runs CAMPAIGN_DIR --out RUNS.csv
+
+``register(subparsers)`` adds them to the main parser (planner.cli). Each handler returns the
+exit code: 0 success; 1 a campaign stopped by failures; 130 interrupted; bad input raises
+InputError, which the main program prints as one line with exit code 2.
+``python -m planner.cli.campaign ...`` runs these subcommands on their own.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from planner.campaign.campaign import (
+    campaign_status,
+    export_runs,
+    run_campaign,
+    suggest,
+    tell,
+)
+from planner.report.progress import Progress, print_status
+
+
+def _run(args) -> int:
+    res = run_campaign(args.config, args.out, progress=Progress())
+    try:
+        print_status(campaign_status(args.out))
+    except Exception as e:  # noqa: BLE001 - the campaign itself is done; say why no table
+        print(f"(status unavailable: {e})", file=sys.stderr)
+    if res.stop_reason == "failures":
+        print(f"error: {res.message}", file=sys.stderr)
+        return 1
+    if res.stop_reason == "interrupted":
+        print(f"interrupted: rerun `planner run {args.config} --out {args.out}` to resume",
+              file=sys.stderr)
+        return 130
+    print(f"done: {res.message}; recommendation in {args.out}/recommendation.json"
+          if res.message else "done", file=sys.stderr)
+    return 0
+
+
+def _status(args) -> int:
+    import json
+
+
+    st = campaign_status(args.campaign_dir)
+    if args.json:
+        print(json.dumps(st, indent=2, default=str))
+    else:
+        print_status(st)
+    return 0
+
+
+def _suggest(args) -> int:
+    specs = suggest(args.campaign_dir, args.n, out=args.out, config=args.config)
+    print(f"{len(specs)} run(s) written to {args.out}: {', '.join(s.run_id for s in specs)}",
+          file=sys.stderr)
+    return 0
+
+
+def _tell(args) -> int:
+    r = tell(args.campaign_dir, args.results, config=args.config, refit=not args.no_fit)
+    print(f"told: {r['completed']} suggested run(s) completed, {r['added']} new run(s) added, "
+          f"{r['duplicates']} already recorded", file=sys.stderr)
+    return 0
+
+
+def _runs(args) -> int:
+    df = export_runs(args.campaign_dir, args.out)
+    print(f"{len(df)} observation(s) of {df['run_id'].nunique() if len(df) else 0} run(s) "
+          f"written to {args.out}", file=sys.stderr)
+    return 0
+
+
+def _positive_int(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {s!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {s!r}")
+    return v
+
+
+def register(subparsers) -> None:
+    """Add run, status, suggest, tell and runs to an argparse subparsers object."""
+    p = subparsers.add_parser("run", help="run or resume a campaign (Ray or in-process)",
+                              description="Run the campaign described by CONFIG in CAMPAIGN_DIR; "
+                                          "rerunning the same command resumes it.")
+    p.add_argument("config", metavar="CONFIG", help="campaign config (YAML)")
+    p.add_argument("--out", required=True, metavar="CAMPAIGN_DIR", help="campaign directory")
+    p.set_defaults(func=_run)
+
+    p = subparsers.add_parser("status", help="runs by status, compute, current recommendation")
+    p.add_argument("campaign_dir", metavar="CAMPAIGN_DIR")
+    p.add_argument("--json", action="store_true", help="print the status as JSON")
+    p.set_defaults(func=_status)
+
+    p = subparsers.add_parser("suggest", help="ask: the next runs to train, without executing them")
+    p.add_argument("campaign_dir", metavar="CAMPAIGN_DIR")
+    p.add_argument("-n", type=_positive_int, required=True, metavar="Q", help="number of runs")
+    p.add_argument("--out", required=True, metavar="RUNS.json", help="where to write the runs")
+    p.add_argument("--config", default=None, metavar="CONFIG",
+                   help="create CAMPAIGN_DIR from this config if it does not exist yet")
+    p.set_defaults(func=_suggest)
+
+    p = subparsers.add_parser("tell", help="tell: record results (runs-table schema)")
+    p.add_argument("campaign_dir", metavar="CAMPAIGN_DIR")
+    p.add_argument("results", metavar="RESULTS.csv", help="results in the runs-table schema")
+    p.add_argument("--config", default=None, metavar="CONFIG",
+                   help="create CAMPAIGN_DIR from this config if it does not exist yet")
+    p.add_argument("--no-fit", action="store_true", help="do not refit after recording")
+    p.set_defaults(func=_tell)
+
+    p = subparsers.add_parser("runs", help="export every observation (runs-table schema)")
+    p.add_argument("campaign_dir", metavar="CAMPAIGN_DIR")
+    p.add_argument("--out", required=True, metavar="RUNS.csv")
+    p.set_defaults(func=_runs)

@@ -1,0 +1,63 @@
+"""A config as plain data: to a dict or YAML (the resolved copy in a campaign directory), its
+fingerprint (what a resume must match) and the diff between two configs."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict
+from typing import Any, Mapping
+
+from planner.config.schema import CampaignConfig
+
+
+# --------------------------------------------------------------------------------------------
+# serialisation
+# --------------------------------------------------------------------------------------------
+def config_to_dict(cfg: CampaignConfig) -> dict[str, Any]:
+    """The resolved config as plain data (re-validates to an equal CampaignConfig)."""
+    d = asdict(cfg)
+    d["domains"] = list(cfg.domains)
+    d["targets"] = dict(cfg.targets)
+    d["space"] = {"N": cfg.space.N.to_yaml(), "D": cfg.space.D.to_yaml(),
+                  "min_weight": cfg.space.min_weight}
+    d["acquisition"] = cfg.acquisition.to_yaml()
+    d["trainer"] = {"path": cfg.trainer.path, "args": dict(cfg.trainer.args)}
+    ex = asdict(cfg.executor)
+    ex["runtime_env"] = dict(cfg.executor.runtime_env) if cfg.executor.runtime_env else None
+    d["executor"] = ex
+    return json.loads(json.dumps(d))  # plain types only (tuples -> lists, mappingproxy -> dict)
+
+
+def config_to_yaml(cfg: CampaignConfig) -> str:
+    import yaml
+
+    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
+
+
+# keys that may change when a campaign resumes (how it runs, not what it computes)
+OPERATIONAL_KEYS = ("executor",)
+
+
+# keys added after campaigns existed: left out of the fingerprint while unset, so that a
+# campaign started before they existed still resumes
+_OPTIONAL_KEYS = ("domain_tokens", "max_epochs")
+
+
+def config_fingerprint(cfg: CampaignConfig) -> str:
+    """Hash of the resolved config without the operational keys (see OPERATIONAL_KEYS)."""
+    d = {k: v for k, v in config_to_dict(cfg).items() if k not in OPERATIONAL_KEYS
+         and not (k in _OPTIONAL_KEYS and v is None)}
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def config_diff(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two config dicts."""
+    out = []
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k), b.get(k)
+        key = f"{prefix}{k}"
+        if isinstance(va, Mapping) and isinstance(vb, Mapping):
+            out += config_diff(va, vb, key + ".")
+        elif va != vb:
+            out.append(key)
+    return out

@@ -1,0 +1,69 @@
+"""File I/O shared by every module.
+
+Atomic writes: the content goes to a temporary file beside the target, is flushed and fsynced,
+and is renamed over the target, so a reader (or a planner killed mid-write) sees the old file or
+the new one, never half of one. Tables: the runs-table formats (CSV or Parquet) read with one
+clear error line for a missing or unreadable file."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterator
+
+import pandas as pd
+
+from planner.core.errors import InputError
+
+
+def json_default(o: Any) -> Any:
+    """``json.dumps(default=...)`` for numpy scalars and arrays; TypeError for anything else."""
+    if hasattr(o, "item") and getattr(o, "ndim", 0) == 0:
+        return o.item()
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    raise TypeError(f"{type(o).__name__} is not JSON serialisable")
+
+
+def plain_json(obj: Any) -> Any:
+    """``obj`` with numpy values turned into plain JSON types (a JSON round trip)."""
+    return json.loads(json.dumps(obj, default=json_default))
+
+
+@contextlib.contextmanager
+def atomic_target(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path to write; on success it is fsynced and renamed to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    with atomic_target(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_json_atomic(path: str | Path, obj: Any, indent: int = 2) -> None:
+    """Strict JSON (NaN is an error, numpy values converted), written atomically."""
+    write_text_atomic(path, json.dumps(obj, indent=indent, allow_nan=False,
+                                       default=json_default) + "\n")
+
+
+def read_table(path: str | Path, what: str = "file") -> pd.DataFrame:
+    """A CSV or Parquet table (by suffix); InputError naming the file when missing or unreadable."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{what} not found: {p}")
+    try:
+        return pd.read_parquet(p) if p.suffix.lower() in (".parquet", ".pq") else pd.read_csv(p)
+    except Exception as e:  # noqa: BLE001 - any parser error is bad input
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise InputError(f"cannot read {what} {p}: {first}") from None

@@ -1,0 +1,1 @@
+"""The campaign report (``build.build_report``): one self-contained HTML page."""

@@ -1,0 +1,56 @@
+"""Atomic writes and table reading (planner.core.io)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from planner.core.errors import InputError
+from planner.core.io import (
+    atomic_target,
+    json_default,
+    plain_json,
+    read_table,
+    write_json_atomic,
+    write_text_atomic,
+)
+
+
+def test_json_with_numpy_values_round_trips(tmp_path):
+    p = tmp_path / "sub" / "x.json"  # the parent is created
+    write_json_atomic(p, {"a": np.float64(0.25), "v": np.arange(3), "i": np.int64(7)})
+    assert json.loads(p.read_text()) == {"a": 0.25, "v": [0, 1, 2], "i": 7}
+    assert plain_json({"m": np.eye(2)}) == {"m": [[1.0, 0.0], [0.0, 1.0]]}
+    with pytest.raises(TypeError):
+        json_default(object())
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
+    p = tmp_path / "rec.json"
+    write_json_atomic(p, {"ok": 1})
+    before = p.read_bytes()
+    with pytest.raises(ValueError):  # NaN is not JSON: refused before anything is replaced
+        write_json_atomic(p, {"bad": float("nan")})
+    with pytest.raises(RuntimeError):
+        with atomic_target(p) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("killed mid-write")
+    assert p.read_bytes() == before
+    assert [f.name for f in tmp_path.iterdir()] == ["rec.json"]
+    write_text_atomic(p, "new")
+    assert p.read_text() == "new"
+
+
+def test_read_table_csv_parquet_and_bad_files(tmp_path):
+    df = pd.DataFrame({"N": [1e6, 2e6], "D": [1e8, 1e8]})
+    df.to_csv(tmp_path / "t.csv", index=False)
+    df.to_parquet(tmp_path / "t.parquet")
+    pd.testing.assert_frame_equal(read_table(tmp_path / "t.csv"), df)
+    pd.testing.assert_frame_equal(read_table(tmp_path / "t.parquet"), df)
+    with pytest.raises(InputError, match="runs table not found"):
+        read_table(tmp_path / "missing.csv", "runs table")
+    (tmp_path / "bad.parquet").write_bytes(b"not parquet")
+    with pytest.raises(InputError, match="cannot read design table"):
+        read_table(tmp_path / "bad.parquet", "design table")
