@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from planner.core.errors import InputError
+from planner.core.io import atomic_target, write_text_atomic
 from planner.model.discrepancy import log_sd
 from planner.model.laws import get_law, scale_inputs
 from planner.model.numpyro_model import STUDENT_NU
@@ -119,17 +120,14 @@ class Posterior:
                 post = {kk: np.asarray(v)[None] for kk, v in tp.draws.items()}
                 dims = {kk: ["domain"] for kk, v in tp.draws.items() if np.ndim(v) == 2}
                 idata = az.from_dict(posterior=post, coords={"domain": self.domains}, dims=dims)
-            tmp = d / (fname + ".tmp")
-            idata.to_netcdf(str(tmp))
-            tmp.replace(d / fname)
+            with atomic_target(d / fname) as tmp:
+                idata.to_netcdf(str(tmp))
             meta["per_target"][t] = {
                 "file": fname, "diagnostics": _jsonable(tp.diagnostics),
                 "obs_logn": None if tp.obs_logn is None else np.asarray(tp.obs_logn).tolist(),
                 "obs_logd": None if tp.obs_logd is None else np.asarray(tp.obs_logd).tolist(),
                 "discrepancy": _jsonable(tp.discrepancy)}
-        tmp = d / "meta.json.tmp"
-        tmp.write_text(json.dumps(meta, indent=1))
-        tmp.replace(d / "meta.json")
+        write_text_atomic(d / "meta.json", json.dumps(meta, indent=1))
         return d
 
     @classmethod

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Callable
 
 from planner.core.errors import InputError
+from planner.core.io import write_text_atomic
 from planner.fit.options import FIT_METHODS
 from planner.report.context import REPORT_NAME, SECTIONS, Context
 from planner.report.html import CSS, esc
@@ -126,7 +127,5 @@ def build_report(campaign_dir, out=None, *, holdout: bool = True,
             errors[sid] = msg
             log.warning("report section %s failed: %s", sid, msg, exc_info=True)
     page = render(ctx, bodies, errors)
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(target)
+    write_text_atomic(target, page)
     return ReportResult(target, [s for s, _ in SECTIONS], errors, time.perf_counter() - t0)

@@ -13,6 +13,7 @@ import pandas as pd
 
 from planner.calibrate.checks import holdout_check
 from planner.campaign.campaign import campaign_status, export_runs, load_campaign
+from planner.core.io import write_text_atomic
 from planner.decide.optimum import optimum_draws
 from planner.model.runs import runs_from_frame
 from planner.report.html import lenient_json
@@ -168,9 +169,7 @@ def run_holdout(ctx: Context) -> dict:
     res = holdout_check(table, law=ctx.cfg.law, targets=targets, method=method, seed=ctx.seed, **kw)
     res = json.loads(json.dumps(res, default=lenient_json))
     try:
-        tmp = cache.with_name(f".{cache.name}.tmp")
-        tmp.write_text(json.dumps({"key": key, "result": res}))
-        tmp.replace(cache)
+        write_text_atomic(cache, json.dumps({"key": key, "result": res}))
     except OSError:
         pass  # a read-only campaign directory only costs a recomputation
     return res
