@@ -13,6 +13,9 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from planner.core.errors import InputError
 
@@ -58,12 +61,35 @@ def write_json_atomic(path: str | Path, obj: Any, indent: int = 2) -> None:
 
 
 def read_table(path: str | Path, what: str = "file") -> pd.DataFrame:
-    """A CSV or Parquet table (by suffix); InputError naming the file when missing or unreadable."""
+    """A CSV or Parquet table (by suffix); InputError naming the file when missing or unreadable.
+
+    Missing values: only an empty CSV cell or a Parquet null is missing (a loss not measured).
+    A written ``NaN`` is kept as the text "NaN" in a CSV (the runs-table parser refuses it) and
+    refused here in a Parquet column of the runs-table schema (N, D, h_*, loss_*)."""
     p = Path(path)
     if not p.exists():
         raise InputError(f"{what} not found: {p}")
     try:
-        return pd.read_parquet(p) if p.suffix.lower() in (".parquet", ".pq") else pd.read_csv(p)
+        if p.suffix.lower() in (".parquet", ".pq"):
+            return _read_parquet(p, what)
+        return pd.read_csv(p, keep_default_na=False, na_values=[""])
+    except InputError:
+        raise
     except Exception as e:  # noqa: BLE001 - any parser error is bad input
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise InputError(f"cannot read {what} {p}: {first}") from None
+
+
+
+def _read_parquet(p: Path, what: str) -> pd.DataFrame:
+    table = pq.read_table(p)
+    for name in table.column_names:
+        col = table.column(name)
+        schema_col = name in ("N", "D") or name.startswith(("h_", "loss_"))
+        if schema_col and pa.types.is_floating(col.type):
+            nan = pc.fill_null(pc.is_nan(col), False).to_numpy(zero_copy_only=False)
+            if nan.any():
+                row = int(nan.nonzero()[0][0]) + 1
+                raise InputError(f"{what} {p}: explicit NaN in column {name!r} (row {row}); "
+                                 "leave the value empty (null) when it was not measured")
+    return table.to_pandas()

@@ -105,9 +105,13 @@ def load_runs(path, domains: list[str] | None = None,
 def _numeric(df: pd.DataFrame, col: str, source: str) -> pd.Series:
     raw = df[col]
     num = pd.to_numeric(raw, errors="coerce")
-    bad = num.isna() & raw.notna() & (raw.astype(str).str.strip() != "")
+    text = raw.astype(str).str.strip()
+    bad = num.isna() & raw.notna() & (text != "")
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])
+        if text.iloc[i].lower() in ("nan", "-nan", "na", "n/a", "null", "none"):
+            raise InputError(f"{source}: explicit {text.iloc[i]} in column {col!r} (row {i + 1}); "
+                             "leave the cell empty when it was not measured")
         raise InputError(f"{source}: non-numeric value {raw.iloc[i]!r} in column {col!r} (row {i + 1})")
     return num.astype(float)
 

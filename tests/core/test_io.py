@@ -54,3 +54,21 @@ def test_read_table_csv_parquet_and_bad_files(tmp_path):
     (tmp_path / "bad.parquet").write_bytes(b"not parquet")
     with pytest.raises(InputError, match="cannot read design table"):
         read_table(tmp_path / "bad.parquet", "design table")
+
+
+def test_only_an_empty_value_means_not_measured(tmp_path):
+    # CSV: an empty cell is missing; a written NaN stays text for the runs-table parser to refuse
+    (tmp_path / "t.csv").write_text("N,D,h_a,h_b,loss_x,loss_y\n1e6,1e8,0.5,0.5,3.1,\n"
+                                    "1e6,2e8,0.5,0.5,NaN,2.9\n")
+    df = read_table(tmp_path / "t.csv")
+    assert np.isnan(df.loc[0, "loss_y"]) and df.loc[1, "loss_x"] == "NaN"
+    # Parquet: null is missing, NaN in a schema column is refused with the file, column and row
+    pd.DataFrame({"N": [1e6, 1e6], "D": [1e8, 2e8], "loss_x": [3.1, None]}).to_parquet(
+        tmp_path / "ok.parquet")
+    assert read_table(tmp_path / "ok.parquet")["loss_x"].isna().tolist() == [False, True]
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    pq.write_table(pa.table({"N": [1e6, 1e6], "loss_x": pa.array([3.1, float("nan")]),
+                             "note": pa.array([float("nan"), 1.0])}), tmp_path / "bad.parquet")
+    with pytest.raises(InputError, match=r"explicit NaN in column 'loss_x' \(row 2\)"):
+        read_table(tmp_path / "bad.parquet", "runs table")

@@ -70,3 +70,14 @@ def test_regmix_conversion_is_a_valid_runs_table():
     counts = df["scale"].value_counts().to_dict()
     assert counts == {"1m": 768, "60m": 256, "1B": 64}
     assert len(t.domains) == 17 and len(t.targets) == 13 and "pile_cc" in t.targets
+
+
+def test_written_nan_is_an_error_an_empty_cell_is_not_measured(tmp_path):
+    p = tmp_path / "runs.csv"
+    p.write_text("N,D,h_a,h_b,loss_x,loss_y\n1e6,1e8,0.5,0.5,3.1,\n1e6,2e8,0.5,0.5,2.9,2.8\n"
+                 "2e6,1e8,0.2,0.8,3.0,2.7\n")
+    t = load_runs(p)
+    assert np.isnan(t.loss("y")[0]) and t.loss("x").tolist() == [3.1, 2.9, 3.0]
+    p.write_text("N,D,h_a,h_b,loss_x,loss_y\n1e6,1e8,0.5,0.5,3.1,nan\n")
+    with pytest.raises(InputError, match=r"explicit nan in column 'loss_y' \(row 1\); leave the cell"):
+        load_runs(p)
