@@ -144,23 +144,37 @@ class Posterior:
             raise InputError(f"corrupt posterior metadata {mp}: {e}") from None
         if meta.get("format") != FORMAT:
             raise InputError(f"{mp} is not a mixture-planner posterior (format {meta.get('format')!r})")
+        try:
+            law, domains, targets = get_law(meta["law"]), meta["domains"], meta["targets"]
+            infos = {t: meta["per_target"][t] for t in targets}
+        except (KeyError, TypeError) as e:
+            raise InputError(f"corrupt posterior metadata {mp}: missing {e}") from None
         per = {}
-        for t in meta["targets"]:
-            info = meta["per_target"][t]
-            f = d / info["file"]
+        for t, info in infos.items():
+            f = d / str(info.get("file"))
             if not f.exists():
                 raise InputError(f"posterior file missing: {f}")
-            idata = az.from_netcdf(str(f))
-            draws = {}
-            for name, da in idata.posterior.data_vars.items():
-                v = np.asarray(da.values)
-                draws[name] = v.reshape((-1,) + v.shape[2:])
+            try:
+                idata = az.from_netcdf(str(f))
+                draws = {}
+                for name, da in idata.posterior.data_vars.items():
+                    v = np.asarray(da.values)
+                    draws[name] = v.reshape((-1,) + v.shape[2:])
+            except Exception as e:  # noqa: BLE001 - a truncated or foreign file is bad input
+                first = str(e).splitlines()[0] if str(e) else type(e).__name__
+                raise InputError(f"corrupt posterior file {f}: {first}") from None
+            need = [p.name for p in law.params] + ["sigma"]
+            bad = [n for n in need if n not in draws or not np.all(np.isfinite(draws[n]))
+                   or len(draws[n]) != len(draws["sigma"] if "sigma" in draws else draws[n])]
+            if bad:
+                raise InputError(f"corrupt posterior file {f}: draws of {', '.join(bad)} are "
+                                 "missing, non-finite or of unequal length")
             per[t] = TargetPosterior(
                 t, draws, info.get("diagnostics", {}), idata,
                 None if info.get("obs_logn") is None else np.asarray(info["obs_logn"]),
                 None if info.get("obs_logd") is None else np.asarray(info["obs_logd"]),
                 info.get("discrepancy"))
-        return cls(meta["law"], meta["domains"], meta["targets"], per, meta.get("meta", {}))
+        return cls(meta["law"], domains, targets, per, meta.get("meta", {}))
 
 
 def _jsonable(x):
