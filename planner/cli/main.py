@@ -14,6 +14,7 @@ import planner.cli.fitting as fitting
 import planner.cli.report as report
 from planner.core.errors import FitError, InputError
 from planner.core.jaxsetup import configure_jax
+from planner.core.signals import EXIT_CODE, Terminated, handle_sigterm, sigterm_received
 from trainers.base import TrainerLoadError
 
 
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     configure_jax()
+    handle_sigterm()
     warnings.filterwarnings("ignore", category=FutureWarning)
     ap = build_parser()
     args = ap.parse_args(argv)
@@ -45,7 +47,10 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.ERROR)
 
     try:
-        return int(args.func(args) or 0)
+        rc = int(args.func(args) or 0)
+        if sigterm_received():  # the command stopped cleanly on SIGTERM (e.g. the loop)
+            return EXIT_CODE
+        return rc
     except (InputError, TrainerLoadError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         print(f"error: {msg}", file=sys.stderr)
@@ -53,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     except FitError as e:
         print(f"fit failed: {e}", file=sys.stderr)
         return 1
+    except Terminated:
+        print("terminated", file=sys.stderr)
+        return EXIT_CODE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

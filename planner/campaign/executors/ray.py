@@ -9,6 +9,7 @@ from typing import Any
 
 from planner.campaign.executors.base import Outcome, outcome_from_dict, worker_entry
 from planner.core.errors import InputError
+from planner.core.signals import keep_sigterm_handler
 from trainers.base import RunSpec
 
 
@@ -63,7 +64,8 @@ class RayExecutor:
                 kw["runtime_env"] = dict(runtime_env)
             addr = address or os.environ.get("RAY_ADDRESS") or None
             try:
-                ray.init(address=addr, **kw)
+                with keep_sigterm_handler():  # ray.init replaces the planner's handler
+                    ray.init(address=addr, **kw)
             except (ConnectionError, ValueError, RuntimeError) as e:
 
                 where = addr or "an embedded Ray"
