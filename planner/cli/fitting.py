@@ -6,6 +6,7 @@ from pathlib import Path
 
 from planner.api import check_file, fit_runs, optimum_file, predict_file
 from planner.core.errors import InputError
+from planner.core.io import finite_json
 from planner.fit.options import FIT_METHODS, FitOptions
 from planner.model.regmix import load_regmix
 
@@ -73,7 +74,7 @@ def cmd_optimum(args) -> int:
 def cmd_check(args) -> int:
     report = check_file(args.runs, law=args.law, targets=args.targets, method=args.method,
                         seed=args.seed, num_warmup=args.warmup, num_samples=args.samples)
-    print(json.dumps(report, indent=1))
+    print(json.dumps(finite_json(report), indent=1, allow_nan=False))  # NaN -> null
     return 0
 
 

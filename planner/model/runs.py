@@ -158,11 +158,11 @@ def runs_from_frame(df: pd.DataFrame, domains: list[str] | None = None,
         bad = ~np.isfinite(v) | (v <= 0)
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            raise InputError(f"{source}: {col} must be a positive number, got {v[i]!r} (row {i + 1})")
+            raise InputError(f"{source}: {col} must be a positive number, got {float(v[i])!r} (row {i + 1})")
     H = df[[f"h_{d}" for d in found_domains]].to_numpy(float)
     if (~np.isfinite(H)).any() or (H < 0).any():
         i, j = np.argwhere(~np.isfinite(H) | (H < 0))[0]
-        raise InputError(f"{source}: weight h_{found_domains[j]} must be >= 0, got {H[i, j]!r} (row {i + 1})")
+        raise InputError(f"{source}: weight h_{found_domains[j]} must be >= 0, got {float(H[i, j])!r} (row {i + 1})")
     sums = H.sum(axis=1)
     bad = np.abs(sums - 1.0) > SUM_TOL
     if bad.any():
@@ -173,7 +173,7 @@ def runs_from_frame(df: pd.DataFrame, domains: list[str] | None = None,
     if bad.any():
         i, j = np.argwhere(bad)[0]
         raise InputError(f"{source}: loss_{found_targets[j]} must be a positive finite number, "
-                         f"got {L[i, j]!r} (row {i + 1})")
+                         f"got {float(L[i, j])!r} (row {i + 1})")
     empty = np.isnan(L).all(axis=1)
     if empty.any():
         i = int(np.flatnonzero(empty)[0])

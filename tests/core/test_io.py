@@ -10,6 +10,7 @@ import pytest
 from planner.core.errors import InputError
 from planner.core.io import (
     atomic_target,
+    finite_json,
     json_default,
     plain_json,
     read_table,
@@ -72,3 +73,9 @@ def test_only_an_empty_value_means_not_measured(tmp_path):
                              "note": pa.array([float("nan"), 1.0])}), tmp_path / "bad.parquet")
     with pytest.raises(InputError, match=r"explicit NaN in column 'loss_x' \(row 2\)"):
         read_table(tmp_path / "bad.parquet", "runs table")
+
+
+def test_finite_json_turns_nan_into_null():
+    out = finite_json({"a": float("nan"), "b": [1.0, float("inf")], "c": np.float64(2.5)})
+    assert out == {"a": None, "b": [1.0, None], "c": 2.5}
+    json.dumps(out, allow_nan=False)  # strict JSON

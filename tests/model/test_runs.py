@@ -30,7 +30,7 @@ def test_valid_table_and_partial_losses():
 
 @pytest.mark.parametrize("mutate,match", [
     (lambda d: d.assign(h_a=[0.6, 0.2, 1.0]), "sum to 1.1"),
-    (lambda d: d.assign(N=[-1e7, 2e7, 4e7]), "N must be a positive"),
+    (lambda d: d.assign(N=[-1e7, 2e7, 4e7]), r"N must be a positive number, got -10000000.0 \(row 1\)"),
     (lambda d: d.assign(D=[1e9, 0, 2e9]), "D must be a positive"),
     (lambda d: d.assign(loss_b=[3.3, "abc", 3.0]), "non-numeric value 'abc'"),
     (lambda d: d.assign(loss_b=[3.3, -1.0, 3.0]), "loss_b must be a positive"),

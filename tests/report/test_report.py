@@ -108,7 +108,8 @@ def test_report_has_every_section(finished):
 def test_report_screenshot_in_headless_chromium(finished, tmp_path):
     out, rep = finished
     exe = shutil.which("chromium")
-    assert exe, "chromium is not installed (.ci/run installs Debian's package)"
+    if not exe:  # .ci/run installs Debian's package; a plain scripts/test may not have it
+        pytest.skip("chromium is not installed (apt-get install chromium, as .ci/run does)")
     shot = tmp_path / "shot.png"
     cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
            "--disable-background-networking", "--disable-component-update", "--disable-sync",
