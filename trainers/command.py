@@ -351,8 +351,12 @@ class CommandTrainer:
             self._kill_group(proc.pid)  # whatever the command left running in its group
         if rc != 0:
             last, tail = self._tail(logs[1], err_start)
-            how = (f"was killed by {signal.Signals(-rc).name}" if rc < 0 and -rc in
-                   signal.valid_signals() else f"exited with code {rc}")
+            how = f"exited with code {rc}"
+            if rc < 0:
+                try:
+                    how = f"was killed by {signal.Signals(-rc).name}"
+                except ValueError:
+                    how = f"was killed by signal {-rc}"
             raise CommandFailed(f"command {how}: {last}\n(run {spec.run_id}, attempt {attempt}; "
                                 f"stderr tail from {logs[1]}):\n{tail}")
         if not result.exists():
