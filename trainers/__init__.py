@@ -3,6 +3,15 @@
 This package imports nothing from ``planner``; the planner talks to trainers only through
 ``RunSpec`` and ``RunResult``.
 """
-from trainers.base import RunResult, RunSpec, Trainer, TrainerLoadError, load_trainer
+from trainers.base import (
+    RunContext,
+    RunResult,
+    RunSpec,
+    Trainer,
+    TrainerLoadError,
+    load_trainer,
+    run_context,
+)
 
-__all__ = ["RunSpec", "RunResult", "Trainer", "TrainerLoadError", "load_trainer"]
+__all__ = ["RunContext", "RunResult", "RunSpec", "Trainer", "TrainerLoadError", "load_trainer",
+           "run_context"]

@@ -4,9 +4,14 @@ A trainer is any callable ``trainer(spec: RunSpec) -> RunResult``. The campaign 
 class or factory as ``"package.module:attr"`` plus keyword args; ``load_trainer`` calls it once
 per worker with those args and the returned object is the trainer. A trainer reports failure by
 raising.
+
+``run_context()`` tells a trainer, during a call, which attempt of the run it executes and the
+campaign directory (set by the planner's worker around each call; trainers that do not need it
+ignore it).
 """
 from __future__ import annotations
 
+import contextvars
 import importlib
 import inspect
 import math
@@ -77,6 +82,25 @@ class RunResult:
         for t, l in self.checkpoints:
             bad += [f"{k}@{t}" for k, v in l.items() if not math.isfinite(float(v))]
         return bad
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Where a call runs: ``attempt`` (1 for a run's first attempt, +1 per retry; a run keeps
+    its ``run_id`` across attempts) and ``campaign_dir`` (absolute path of the campaign
+    directory, or None when the trainer is called outside a campaign run)."""
+
+    attempt: int = 1
+    campaign_dir: str | None = None
+
+
+_RUN_CONTEXT: contextvars.ContextVar[RunContext | None] = contextvars.ContextVar(
+    "planner_run_context", default=None)
+
+
+def run_context() -> RunContext:
+    """The ``RunContext`` of the current call (per thread; ``RunContext()`` outside a run)."""
+    return _RUN_CONTEXT.get() or RunContext()
 
 
 @runtime_checkable

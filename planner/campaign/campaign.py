@@ -71,7 +71,7 @@ def run_campaign(config, out: str | Path, *, executor=None, progress=None,
         planner = Planner(cfg, ledger, fitter=fitter)
         if executor is None:
             try:
-                ex = make_executor(cfg)
+                ex = make_executor(cfg, campaign_dir=out)
             except TrainerLoadError as e:
                 raise InputError(str(e)) from None
         if progress is not None and hasattr(progress, "start"):

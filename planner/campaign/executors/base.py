@@ -55,7 +55,7 @@ class Executor(Protocol):
 # the worker side (shared by both executors)
 # --------------------------------------------------------------------------------------------
 def worker_entry(spec_dict: dict, path: str, args_json: str, tracker=None, attempt: int = 1,
-                  trainer=None) -> dict:
+                  trainer=None, campaign_dir: str | None = None) -> dict:
     """Run one spec; never raises for trainer errors. Returns a plain dict:
     {"ok": bool, "result": RunResult.to_dict() | None, "error": str | None, "load_error": bool,
      "started_at", "ended_at", "worker"}.
@@ -63,6 +63,8 @@ def worker_entry(spec_dict: dict, path: str, args_json: str, tracker=None, attem
     Self-contained (imports inside, no module globals) so that Ray pickles it by value: a worker
     imports only ``trainers.base`` and the trainer, never the planner (nor JAX). The trainer is
     built once per worker process, cached by (path, args) on the ``trainers.base`` module.
+    During the call ``trainers.base.run_context()`` gives the trainer ``attempt`` and
+    ``campaign_dir``. A trainer that raises ``TimeoutError`` is reported as a timeout.
     """
     import json
     import os
@@ -80,7 +82,9 @@ def worker_entry(spec_dict: dict, path: str, args_json: str, tracker=None, attem
             tracker.started.remote(spec_dict["run_id"], attempt)
         except Exception:  # the timeout then counts from the submission
             pass
-    out = {"ok": False, "result": None, "error": None, "load_error": False}
+    out = {"ok": False, "result": None, "error": None, "load_error": False, "timeout": False}
+    ctx_var = getattr(tb, "_RUN_CONTEXT", None)  # absent in an older trainers.base on a worker
+    token = None if ctx_var is None else ctx_var.set(tb.RunContext(int(attempt), campaign_dir))
     try:
         if trainer is None:
             lock = tb.__dict__.setdefault("_planner_trainer_lock", threading.Lock())
@@ -99,7 +103,11 @@ def worker_entry(spec_dict: dict, path: str, args_json: str, tracker=None, attem
         out.update(error=f"TrainerLoadError: {e}", load_error=True)
     except Exception as e:  # noqa: BLE001 - a trainer reports failure by raising
         head = f"{type(e).__name__}: {e}".splitlines()[0] if str(e) else type(e).__name__
-        out.update(error=head[:500] + "\n" + "".join(traceback.format_exception(e))[-4000:])
+        out.update(error=head[:500] + "\n" + "".join(traceback.format_exception(e))[-4000:],
+                   timeout=isinstance(e, TimeoutError))
+    finally:
+        if token is not None:
+            ctx_var.reset(token)
     out.update(started_at=started, ended_at=time.time(), worker=worker)
     return out
 
@@ -109,10 +117,10 @@ worker_entry.__module__ = "__planner_worker__"
 
 
 def execute_run(spec_dict: dict, path: str, args_json: str, trainer=None, tracker=None,
-                attempt: int = 1) -> dict:
+                attempt: int = 1, campaign_dir: str | None = None) -> dict:
     """Run one spec in this process (see ``worker_entry``)."""
     return worker_entry(spec_dict, path, args_json, tracker=tracker, attempt=attempt,
-                         trainer=trainer)
+                         trainer=trainer, campaign_dir=campaign_dir)
 
 
 def outcome_from_dict(run_id: str, attempt: int, d: dict) -> Outcome:
@@ -120,7 +128,8 @@ def outcome_from_dict(run_id: str, attempt: int, d: dict) -> Outcome:
         res = RunResult.from_dict(d["result"])
         return Outcome(run_id, attempt, result=res, started_at=d.get("started_at"),
                        ended_at=d.get("ended_at"), worker=d.get("worker"))
-    return Outcome(run_id, attempt, reason="trainer_load" if d.get("load_error") else "exception",
+    reason = "trainer_load" if d.get("load_error") else "timeout" if d.get("timeout") else "exception"
+    return Outcome(run_id, attempt, reason=reason,
                    error=d.get("error"), started_at=d.get("started_at"),
                    ended_at=d.get("ended_at"), worker=d.get("worker"))
 

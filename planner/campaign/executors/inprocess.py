@@ -20,8 +20,9 @@ class InProcessExecutor:
     A timeout marks the attempt failed; the thread cannot be killed and its result is dropped."""
 
     def __init__(self, trainer_path: str, trainer_args: dict | None = None, threads: int = 0,
-                 timeout_s: float | None = None):
+                 timeout_s: float | None = None, campaign_dir: str | None = None):
         self.path = trainer_path
+        self.campaign_dir = campaign_dir  # given to trainers (trainers.base.run_context)
         self.args_json = json.dumps(dict(trainer_args or {}), sort_keys=True)
         self.threads = int(threads)
         self.timeout_s = timeout_s
@@ -56,7 +57,8 @@ class InProcessExecutor:
             return
 
         def job():
-            d = execute_run(spec.to_dict(), self.path, self.args_json, trainer=self._thread_trainer())
+            d = execute_run(spec.to_dict(), self.path, self.args_json, trainer=self._thread_trainer(),
+                            attempt=attempt, campaign_dir=self.campaign_dir)
             o = outcome_from_dict(spec.run_id, attempt, d)
             with self._lock:
                 if (spec.run_id, attempt) in self._abandoned or \
@@ -76,7 +78,8 @@ class InProcessExecutor:
             if not self._queue:
                 return []
             spec, attempt = self._queue.pop(0)
-            d = execute_run(spec.to_dict(), self.path, self.args_json, trainer=self._sync_trainer)
+            d = execute_run(spec.to_dict(), self.path, self.args_json, trainer=self._sync_trainer,
+                            attempt=attempt, campaign_dir=self.campaign_dir)
             with self._lock:
                 self._running.pop(spec.run_id, None)
             o = outcome_from_dict(spec.run_id, attempt, d)

@@ -48,13 +48,14 @@ class RayExecutor:
                  address: str | None = None, num_cpus_per_run: float = 1,
                  num_gpus_per_run: float = 0, max_retries: int = 2,
                  timeout_s: float | None = None, runtime_env: dict | None = None,
-                 init_kwargs: dict | None = None):
+                 init_kwargs: dict | None = None, campaign_dir: str | None = None):
         import ray
 
         self._ray = ray
         self.path = trainer_path
         self.args_json = json.dumps(dict(trainer_args or {}), sort_keys=True)
         self.timeout_s = timeout_s
+        self.campaign_dir = campaign_dir  # given to trainers (trainers.base.run_context)
         self.owns_ray = False
         if not ray.is_initialized():
             kw = dict(init_kwargs or {})
@@ -90,7 +91,8 @@ class RayExecutor:
         return None
 
     def submit(self, spec: RunSpec, attempt: int) -> None:
-        ref = self._fn.remote(spec.to_dict(), self.path, self.args_json, self._tracker, attempt)
+        ref = self._fn.remote(spec.to_dict(), self.path, self.args_json, self._tracker, attempt,
+                              campaign_dir=self.campaign_dir)
         self._refs[ref] = (spec.run_id, attempt, time.time())
         self._by_run[spec.run_id] = ref
 
