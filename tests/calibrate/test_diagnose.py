@@ -9,7 +9,6 @@ import json
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from planner.calibrate.diagnose import (
     HOLDOUT_CACHE,
@@ -47,7 +46,7 @@ def table(n_runs: int = 8, seed: int = 0, N_max: float = 3e7):
 def learned(coverage_errors: float = 0.0, n: int = 6):
     """A real ``fit_slope`` result on n held-out errors: ``coverage_errors`` of them (a share)
     far outside the law's intervals (10 sd), the rest inside."""
-    bad = int(round(coverage_errors * n))
+    bad = round(coverage_errors * n)
     e = np.where(np.arange(n) < bad, 0.1, 0.001)
     return disc_mod.fit_slope(e, np.full(n, 1e-4), 0.0, np.full(n, 1.0))
 
@@ -74,9 +73,9 @@ def test_clean_posterior_has_no_warnings_and_each_bad_diagnostic_is_named():
     lap = copy.deepcopy(post)
     lap["a"].diagnostics = {"method": "laplace", "mode_converged": False,
                             "min_hessian_eigenvalue": 0.5}
-    assert fit_warnings(lap) == ["a: the search for the posterior mode did NOT converge (min "
-                                 "Hessian eigenvalue 0.5): the Laplace draws may sit in the "
-                                 "wrong place; confirm with fit.method: nuts"]
+    assert fit_warnings(lap) == [("a: the search for the posterior mode did NOT converge (min "
+                                  "Hessian eigenvalue 0.5): the Laplace draws may sit in the "
+                                  "wrong place; confirm with fit.method: nuts")]
     lap["a"].diagnostics["mode_converged"] = True
     assert fit_warnings(lap) == []
     mp = copy.deepcopy(post)
@@ -85,8 +84,8 @@ def test_clean_posterior_has_no_warnings_and_each_bad_diagnostic_is_named():
 
     pri = copy.deepcopy(post)
     pri["a"].discrepancy = disc_mod.prior_default("only one (N, D) scale observed")
-    assert fit_warnings(pri) == ["a: the model discrepancy is the prior's (s1 = 0.02), not "
-                                 "learned from the data: only one (N, D) scale observed"]
+    assert fit_warnings(pri) == [("a: the model discrepancy is the prior's (s1 = 0.02), not "
+                                  "learned from the data: only one (N, D) scale observed")]
     # the law misses the held-out scale: 4 of 6 errors far outside its intervals
     miss = copy.deepcopy(post)
     miss["a"].discrepancy = learned(4 / 6)

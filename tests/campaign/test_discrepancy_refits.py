@@ -87,8 +87,8 @@ def test_refits_learn_or_reuse_the_discrepancy_and_a_resume_keeps_it(tmp_path, m
             p_md = prev.meta["discrepancy"]
             changed = split_key(md["split"]) != split_key(p_md["split"])
             if age == 0:  # re-learned: the scale changed, K refits passed, or the final fit
-                assert md["reason"] in ("the largest scale changed", f"{every} refits since it "
-                                        "was learned", "final fit")
+                assert md["reason"] in ("the largest scale changed",
+                                        f"{every} refits since it was learned", "final fit")
                 if md["reason"] == "the largest scale changed":
                     assert changed
             else:  # reused: the previous one, one refit older, unchanged

@@ -113,10 +113,10 @@ def report_warnings(out) -> list[str]:
     rep = build_report(out)
     assert rep.errors == {}
     page = rep.path.read_text()
-    summary = re.search(r'<section id="summary">(.*?)</section>', page, re.S).group(1)
+    summary = re.search(r'<section id="summary">(.*?)</section>', page, re.DOTALL).group(1)
     shown = [html.unescape(w) for w in re.findall(
-        r"<li>(.*?)</li>", re.search(r'<ul class="warnings">(.*?)</ul>', summary, re.S).group(1))]
+        r"<li>(.*?)</li>", re.search(r'<ul class="warnings">(.*?)</ul>', summary, re.DOTALL).group(1))]
     diag = html.unescape(re.search(r'<section id="diagnostics">(.*?)</section>', page,
-                                   re.S).group(1))
+                                   re.DOTALL).group(1))
     assert "a: chains disagree (max r_hat" in diag
     return shown
