@@ -30,6 +30,8 @@ def progress_line(stats: dict[str, Any]) -> str:
              f"failed {stats.get('failed', 0)}", f"FLOPs {flops}",
              f"expected excess loss {_fmt_eel(stats.get('expected_excess_loss'))}",
              f"fits {stats.get('snapshots', 0)}"]
+    if stats.get("warnings"):
+        parts.append(f"warnings {len(stats['warnings'])} (see planner status)")
     if stats.get("last_fit_error"):
         parts.append(f"last fit failed: {str(stats['last_fit_error'])[:60]}")
     return " | ".join(parts)
