@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from planner.calibrate.checks import holdout_check
+from planner.calibrate.diagnose import fit_warnings
 from planner.calibrate.heldout import fit_with_discrepancy
 from planner.core.errors import InputError
 from planner.core.io import read_table, write_json_atomic
@@ -51,8 +52,11 @@ def predict_file(posterior, design, out, seed: int = 0) -> pd.DataFrame:
 
 def optimum_file(posterior, N: float, D: float, target_weights=None, out=None,
                  seed: int = 0) -> dict:
+    """``planner optimum``: the optimum format plus ``warnings`` (``calibrate.diagnose.
+    fit_warnings`` of the posterior, the list a campaign's recommendation.json carries)."""
     post = posterior if isinstance(posterior, Posterior) else load_posterior(posterior)
     rec = optimum.recommend(post, N, D, target_weights=target_weights, seed=seed)
+    rec["warnings"] = fit_warnings(post)  # as in a campaign's recommendation.json
     if out is not None:
         write_json_atomic(out, rec)
     return rec

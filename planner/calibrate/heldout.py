@@ -3,6 +3,7 @@ held-out runs, and a batched sampler for simulation-based calibration.
 
     post = fit_with_discrepancy(table, law="additive", method="nuts")   # fit + discrepancy
     post = calibrate(post, table)                                      # or attach it later
+    post = attach_discrepancy(new_post, post)                          # reuse a learned one
     report = holdout_check(table, law="additive")                      # `planner check`
 
 The largest scale is the largest N (all its rows, every checkpoint of those runs); when N has one
@@ -44,6 +45,13 @@ def largest_scale_split(table: RunsTable) -> tuple[np.ndarray | None, dict]:
         return mask, {"rule": "largest D (N has one level)", "D": float(top),
                       "n_heldout_rows": int(mask.sum())}
     return None, {"rule": "none: one (N, D) scale only"}
+
+
+def split_key(info: dict | None) -> tuple:
+    """What identifies a held-out split (its rule and the held-out N or D), without the row
+    count: more runs at the same largest scale do not make it a different split."""
+    info = info or {}
+    return (info.get("rule"), info.get("N"), info.get("D"))
 
 
 # ------------------------------------------------------------------------------ held-out errors
@@ -154,3 +162,33 @@ def fit_with_discrepancy(table: RunsTable, law: str = "additive", targets=None,
     post = fit(table, law=law, targets=targets, method=method, seed=seed, **fit_kwargs)
     return calibrate(post, table, method=method, seed=seed, inner_fit_kwargs=inner_fit_kwargs,
                      **fit_kwargs)
+
+
+def attach_discrepancy(posterior, source, note: str | None = None):
+    """A copy of ``posterior`` carrying ``source``'s discrepancy (slope, its uncertainty and the
+    mixture field) on every target both share; the argument is left unchanged.
+
+    The discrepancy is a function of the distance to the observed runs, and that distance is
+    measured from ``posterior``'s own observed designs, so a discrepancy learned on an earlier
+    fit of a growing campaign stays meaningful on a later one: where new runs were added, the
+    distance (and the extra error) shrinks. Targets ``source`` has no discrepancy for are left
+    without one. ``posterior.meta["discrepancy"]`` is ``source``'s, plus ``note``."""
+    posterior = copy.copy(posterior)
+    posterior.per_target = dict(posterior.per_target)
+    for t in posterior.targets:
+        src = source.per_target.get(t) if source is not None else None
+        if src is None or not src.discrepancy:
+            continue
+        tp = posterior.per_target[t] = copy.copy(posterior[t])
+        tp.discrepancy = copy.deepcopy(src.discrepancy)
+        tp.diagnostics = dict(tp.diagnostics)
+        dd = dict((src.diagnostics or {}).get("discrepancy") or {})
+        if note:
+            dd["note"] = note
+        tp.diagnostics["discrepancy"] = dd
+    posterior.meta = dict(posterior.meta)
+    md = dict((getattr(source, "meta", None) or {}).get("discrepancy") or {})
+    if note:
+        md["note"] = note
+    posterior.meta["discrepancy"] = md
+    return posterior

@@ -24,6 +24,12 @@ from typing import Any
 
 import numpy as np
 
+from planner.calibrate.diagnose import (
+    cached_holdout,
+    fit_warnings,
+    holdout_warnings,
+    merge_warnings,
+)
 from planner.campaign.executors import make_executor
 from planner.campaign.executors.base import check_trainer
 from planner.campaign.journal import JOURNAL, JournalLog
@@ -131,8 +137,11 @@ def campaign_status(campaign_dir: str | Path) -> dict[str, Any]:
     expected_excess_loss, failures (last failed attempts: run_id, attempt, reason, error),
     last_fit_error, stopped (the last stop event's reason and message, or None), sources
     (completed runs by source: planner, suggest, imported, tell), caps (data caps on the target
-    run's weights below 1, or None) and caps_binding (domains at their cap in the
-    recommendation)."""
+    run's weights below 1, or None), caps_binding (domains at their cap in the
+    recommendation), warnings (``planner.calibrate.diagnose.fit_warnings`` of the posterior
+    behind the recommendation, plus those of the report's held-out check of that snapshot
+    when one was computed) and discrepancy (the model discrepancy the recommendation used:
+    ``recommendation.json``'s ``discrepancy``, or None)."""
     d = Path(campaign_dir)
     with Ledger.open(d, readonly=True) as ledger:
         cfg = stored_config(ledger)
@@ -159,6 +168,7 @@ def campaign_status(campaign_dir: str | Path) -> dict[str, Any]:
         last_fit_err = None
         if fit_errors and (not snaps or fit_errors[-1]["t"] > snaps[-1]["created_at"]):
             last_fit_err = fit_errors[-1]["data"].get("error")
+        warns = _status_warnings(d, rec, snaps)
         return {
             "dir": str(d), "running": _running_holder(d), "law": cfg.law,
             "domains": list(cfg.domains), "targets": dict(cfg.targets),
@@ -178,7 +188,25 @@ def campaign_status(campaign_dir: str | Path) -> dict[str, Any]:
             "sources": sources,
             "caps": None if caps is None else {d: c for d, c in caps.items() if c < 1.0},
             "caps_binding": None if rec is None else rec.get("caps_binding"),
+            "warnings": warns,
+            "discrepancy": None if rec is None else rec.get("discrepancy"),
         }
+
+
+def _status_warnings(d: Path, rec: dict | None, snaps: list[dict]) -> list[str]:
+    """The recommendation's warnings, plus the report's held-out check of its snapshot. A
+    recommendation written before they were recorded gets them from its snapshot."""
+    if rec is None:
+        return []
+    warns = rec.get("warnings")
+    snap_id = rec.get("snapshot")
+    if warns is None and snaps:
+        snap_id = snaps[-1]["id"]
+        try:
+            warns = fit_warnings(load_posterior(snaps[-1]["path"]))
+        except Exception as e:  # noqa: BLE001 - status must work on a damaged directory
+            warns = [f"the latest posterior snapshot cannot be read ({type(e).__name__}: {e})"]
+    return merge_warnings(warns, holdout_warnings(cached_holdout(d, snap_id)))
 
 
 def export_runs(campaign_dir: str | Path, out: str | Path | None = None,
@@ -199,6 +227,39 @@ def export_runs(campaign_dir: str | Path, out: str | Path | None = None,
         else:
             df.to_csv(p, index=False)
     return df
+
+
+def add_recommendation_warnings(campaign_dir: str | Path, snapshot: int | None,
+                                warnings: list[str]) -> bool:
+    """Add ``warnings`` to ``recommendation.json`` if it was made from posterior ``snapshot``
+    and no planner is running (its lock is taken for the write, so a running planner's newer
+    recommendation is never overwritten; it merges the report's cached held-out check itself
+    when it writes one for the same snapshot). Returns whether the file was rewritten."""
+    from planner.campaign.lock import CampaignLock
+    from planner.core.errors import LedgerError
+
+    d = Path(campaign_dir)
+    p = d / RECOMMENDATION
+    if not warnings or snapshot is None or not p.exists() or not Ledger.exists(d):
+        return False
+    lock = CampaignLock(d)
+    try:
+        lock.acquire()
+    except (LedgerError, OSError):
+        return False  # a planner is running; status merges the cached check meanwhile
+    try:
+        rec = json.loads(p.read_text())
+        if not isinstance(rec, dict) or rec.get("snapshot") != snapshot:
+            return False
+        merged = merge_warnings(rec.get("warnings"), warnings)
+        if merged == rec.get("warnings"):
+            return False
+        write_json_atomic(p, {**rec, "warnings": merged})
+        return True
+    except (OSError, json.JSONDecodeError):
+        return False
+    finally:
+        lock.release()
 
 
 @dataclass

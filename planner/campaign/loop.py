@@ -91,7 +91,8 @@ def loop_stats(planner: Planner, executor=None) -> dict:
             "flops_budget": b.flops, "max_runs": b.max_runs, "runs_committed": s["runs_committed"],
             "expected_excess_loss": planner.expected_excess_loss(),
             "snapshots": planner.ledger.next_snapshot_id() - 1,
-            "last_fit_error": planner.last_fit_error}
+            "last_fit_error": planner.last_fit_error,
+            "warnings": list((planner.recommendation or {}).get("warnings") or [])}
 
 
 def run_loop(planner: Planner, executor, progress=None, poll_s: float = 0.5) -> LoopResult:

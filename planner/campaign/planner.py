@@ -1,6 +1,15 @@
 """The ask/tell planner over one campaign's ledger: ``ask`` proposes and records runs within the
 budget, ``tell`` records what came back, ``refit`` fits the posterior on every completed
-observation, saves a snapshot under ``posteriors/NNNN`` and writes ``recommendation.json``."""
+observation, saves a snapshot under ``posteriors/NNNN`` and writes ``recommendation.json``.
+
+Every refit's posterior carries the model discrepancy, like ``planner fit``'s (the distance
+term and the mixture field over h), so the snapshot, ``recommendation.json``, ``planner status``,
+the acquisition and the report all use the same model (``campaign_discrepancy``). Learning it
+costs one more fit (without the largest scale), so it is learned on the first fit, whenever the
+largest scale changes, every ``fit.discrepancy_every`` refits and on the final fit of a command
+(``Planner.finalize``); refits in between reuse the last one learned. The snapshot stores it, so
+a resumed campaign keeps it. ``recommendation.json`` also lists the posterior's ``warnings``
+(``planner.calibrate.diagnose.fit_warnings``)."""
 from __future__ import annotations
 
 import inspect
@@ -14,6 +23,18 @@ from typing import Any, Callable
 
 import numpy as np
 
+from planner.calibrate.diagnose import (
+    cached_holdout,
+    fit_warnings,
+    holdout_warnings,
+    merge_warnings,
+)
+from planner.calibrate.heldout import (
+    attach_discrepancy,
+    calibrate,
+    largest_scale_split,
+    split_key,
+)
 from planner.campaign.executors.base import Outcome
 from planner.campaign.journal import JournalLog
 from planner.campaign.ledger import Ledger
@@ -64,9 +85,79 @@ def warm_start(previous, cfg: CampaignConfig) -> dict:
     return {"map_init": init, "map_starts": WARM_MAP_STARTS} if init else {}
 
 
-def default_fitter(observations, cfg: CampaignConfig, seed: int, previous=None):
-    """Fit the configured law on a runs-table DataFrame and recommend a mixture at the target;
-    ``previous`` (the campaign's last posterior) warm-starts the fit (``warm_start``).
+def discrepancy_due(previous, table, every: int, force: bool = False) -> str | None:
+    """Why the discrepancy must be learned on this refit, or None to reuse ``previous``'s.
+
+    Due when: ``force`` (the final fit of a command), no usable previous one (the first fit,
+    a target without one, a snapshot from before campaigns learned it), the largest scale
+    (the held-out split) changed since it was learned, or ``every`` refits have passed."""
+    if every <= 0:
+        return None
+    if force:
+        return "final fit"
+    meta = (getattr(previous, "meta", None) or {}).get("discrepancy")
+    if not meta or not hasattr(previous, "per_target") or \
+            any(not getattr(previous.per_target.get(t), "discrepancy", None)
+                for t in table.targets):
+        return "no discrepancy learned yet"
+    if meta.get("error"):
+        return "the last re-learning failed"
+    if split_key(meta.get("split")) != split_key(largest_scale_split(table)[1]):
+        return "the largest scale changed"
+    if int(meta.get("refits_since_learned", 0)) + 1 >= every:
+        return f"{every} refits since it was learned"
+    return None
+
+
+def campaign_discrepancy(post, table, cfg: CampaignConfig, seed: int, previous=None,
+                         force: bool = False):
+    """``post`` with the model discrepancy: learned now (``calibrate``, as ``planner fit`` does:
+    same method, draws and seed) when ``discrepancy_due``, else ``previous``'s reused
+    (``attach_discrepancy``). ``post.meta["discrepancy"]`` records ``refits_since_learned``
+    (0: learned on this fit), ``n_obs_learned`` and why it was (re)learned; a re-learning
+    that raises keeps ``previous``'s and records the error (``fit_warnings`` reports it).
+    With ``fit.discrepancy_every`` 0, ``post`` is returned unchanged (no discrepancy)."""
+    every = cfg.fit.discrepancy_every
+    if every <= 0:
+        return post
+    why = discrepancy_due(previous, table, every, force)
+    pm = (getattr(previous, "meta", None) or {}).get("discrepancy") or {}
+    if why is None:
+        age = int(pm.get("refits_since_learned", 0)) + 1
+        out = attach_discrepancy(post, previous, note=(
+            f"learned {age} refit(s) ago on {pm.get('n_obs_learned', '?')} observations "
+            f"(holding out {(pm.get('split') or {}).get('rule', '?')}), reused"))
+        out.meta["discrepancy"].update(refits_since_learned=age)
+        return out
+    try:
+        out = calibrate(post, table, method=cfg.fit.method, seed=seed,
+                        num_warmup=cfg.fit.num_warmup, num_samples=cfg.fit.num_samples,
+                        num_chains=cfg.fit.num_chains)
+    except Exception as e:  # noqa: BLE001 - a refit must not die of its calibration
+        if not pm:
+            raise
+        msg = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
+        log.warning("re-learning the discrepancy failed (%s); reusing the last one", msg,
+                    exc_info=True)
+        out = attach_discrepancy(post, previous)
+        age = int(pm.get("refits_since_learned", 0)) + 1
+        out.meta["discrepancy"].update(refits_since_learned=age, error=msg)
+        for t in out.targets:
+            dd = out.per_target[t].diagnostics.get("discrepancy")
+            if isinstance(dd, dict):
+                dd["error"] = msg
+        return out
+    out.meta["discrepancy"].update(refits_since_learned=0, n_obs_learned=len(table.frame),
+                                   reason=why)
+    return out
+
+
+def default_fitter(observations, cfg: CampaignConfig, seed: int, previous=None,
+                   final: bool = False):
+    """Fit the configured law on a runs-table DataFrame, attach the model discrepancy
+    (``campaign_discrepancy``: learned or reused; always learned when ``final``) and recommend a
+    mixture at the target; ``previous`` (the campaign's last posterior) warm-starts the fit
+    (``warm_start``) and lends its discrepancy.
 
     Returns ``(posterior, recommendation)`` (recommendation in the ``optimum`` format)."""
 
@@ -75,8 +166,51 @@ def default_fitter(observations, cfg: CampaignConfig, seed: int, previous=None):
     post = fit(table, law=cfg.law, targets=targets, method=cfg.fit.method, seed=seed,
                num_warmup=cfg.fit.num_warmup, num_samples=cfg.fit.num_samples,
                num_chains=cfg.fit.num_chains, **warm_start(previous, cfg))
+    post = campaign_discrepancy(post, table, cfg, seed, previous, force=final)
     rec = recommend(post, seed=seed, **cfg.decision_target().optimum_kwargs())
     return post, rec
+
+
+def relearn_fitter(observations, cfg: CampaignConfig, seed: int, previous=None,
+                   final: bool = True):
+    """For a posterior already fitted on exactly these observations whose discrepancy is a
+    reused one: learn the discrepancy now (no refit of the law) and recommend again. Uses the
+    posterior's own seed, so the result is that fit plus ``calibrate`` with one seed, as
+    ``planner fit --seed`` makes it."""
+    seed = int((getattr(previous, "meta", None) or {}).get("seed", seed))
+    targets = list(cfg.targets)
+    table = runs_from_frame(observations, domains=list(cfg.domains), targets=targets)
+    post = campaign_discrepancy(previous, table, cfg, seed, previous, force=True)
+    rec = recommend(post, seed=seed, **cfg.decision_target().optimum_kwargs())
+    return post, rec
+
+
+def discrepancy_stale(posterior, cfg: CampaignConfig) -> bool:
+    """True when ``posterior`` carries a reused discrepancy (or none although campaigns learn
+    it): the final fit of a command learns it afresh."""
+    if cfg.fit.discrepancy_every <= 0 or not hasattr(posterior, "per_target"):
+        return False
+    meta = (posterior.meta or {}).get("discrepancy") or {}
+    if not meta or any(not posterior[t].discrepancy for t in posterior.targets):
+        return True
+    return int(meta.get("refits_since_learned", 0)) > 0 or bool(meta.get("error"))
+
+
+def discrepancy_summary(posterior) -> dict | None:
+    """What ``recommendation.json`` says about the discrepancy the recommendation used:
+    {"refits_since_learned", "n_obs_learned", "split", "targets": {t: {"kind", "s1",
+    "s1_log_sd", "mixture_field"}}}, or None when the posterior has none."""
+    if not hasattr(posterior, "per_target"):
+        return None
+    per = {t: posterior[t].discrepancy for t in posterior.targets}
+    if not any(per.values()):
+        return None
+    meta = (posterior.meta or {}).get("discrepancy") or {}
+    return {"refits_since_learned": meta.get("refits_since_learned", 0),
+            "n_obs_learned": meta.get("n_obs_learned"), "split": meta.get("split"),
+            "targets": {t: None if not d else
+                        {"kind": d.get("kind"), "s1": d.get("s1"), "s1_log_sd": d.get("s1_log_sd"),
+                         "mixture_field": d.get("mixture_field")} for t, d in per.items()}}
 
 
 def load_posterior(path: str | Path):
@@ -311,31 +445,44 @@ class Planner:
         run_ids = sorted(set(obs["run_id"])) if len(obs) else []
         return self.ledger.next_snapshot_id(), run_ids, obs
 
-    def compute_fit(self, snap_id: int, run_ids: list[str], obs) -> FitOutcome:
-        """Fit + recommend + save the snapshot directory. Thread-safe (touches no ledger)."""
+    def compute_fit(self, snap_id: int, run_ids: list[str], obs, final: bool = False,
+                    fitter: Fitter | None = None) -> FitOutcome:
+        """Fit + recommend + save the snapshot directory. Thread-safe (touches no ledger).
+        ``final``: the last fit of a command (the discrepancy is learned afresh); ``fitter``:
+        instead of the planner's (``relearn_fitter``)."""
         out = FitOutcome(snap_id=snap_id, run_ids=run_ids, n_obs=len(obs))
         t0 = time.time()
+        fitter = fitter or self.fitter
         try:
             seed = int(self.cfg.seed * 7919 + snap_id)
-            if "previous" in inspect.signature(self.fitter).parameters:
-                post, rec = self.fitter(obs, self.cfg, seed, previous=self.posterior)
-            else:
-                post, rec = self.fitter(obs, self.cfg, seed)
+            params = inspect.signature(fitter).parameters
+            kw = {}
+            if "previous" in params:
+                kw["previous"] = self.posterior
+            if "final" in params:
+                kw["final"] = final
+            post, rec = fitter(obs, self.cfg, seed, **kw)
             out.posterior = post
+            rec = dict(rec)
+            rec["warnings"] = merge_warnings(rec.get("warnings"), fit_warnings(post))
+            rec["snapshot"] = snap_id
+            summ = discrepancy_summary(post)
+            if summ is not None:
+                rec["discrepancy"] = summ
             out.recommendation = plain_json(rec)
             root = self.dir / POSTERIORS
             root.mkdir(exist_ok=True)
-            final = root / f"{snap_id:04d}"
+            final_dir = root / f"{snap_id:04d}"
             tmp = root / f".{snap_id:04d}.tmp"
-            for p in (tmp, final):  # leftovers of a planner killed mid-save
+            for p in (tmp, final_dir):  # leftovers of a planner killed mid-save
                 if p.exists():
                     shutil.rmtree(p)
             if hasattr(post, "save"):
                 post.save(tmp)
             else:
                 tmp.mkdir()
-            os.replace(tmp, final)
-            out.path = str(final)
+            os.replace(tmp, final_dir)
+            out.path = str(final_dir)
         except Exception as e:  # noqa: BLE001 - recorded; the campaign goes on with the last fit
             first = str(e).splitlines()[0] if str(e) else ""
             out.error = f"{type(e).__name__}: {first}"[:1000]
@@ -359,25 +506,36 @@ class Planner:
         self.recommendation = fo.recommendation
         self.write_recommendation()
 
-    def refit(self) -> FitOutcome:
+    def refit(self, final: bool = False, fitter: Fitter | None = None) -> FitOutcome:
         """Synchronous fit on every completed observation; records it."""
-        fo = self.compute_fit(*self.prepare_fit())
+        fo = self.compute_fit(*self.prepare_fit(), final=final, fitter=fitter)
         self.apply_fit(fo)
         return fo
 
     def write_recommendation(self) -> bool:
+        """Write ``recommendation.json``, its warnings merged with those of the report's
+        held-out check when one was computed for the same snapshot."""
         if self.recommendation is None:
             return False
-        write_json_atomic(self.dir / RECOMMENDATION, self.recommendation)
+        rec = self.recommendation
+        check = cached_holdout(self.dir, rec.get("snapshot"))
+        if check is not None:
+            rec = {**rec, "warnings": merge_warnings(rec.get("warnings"), holdout_warnings(check))}
+        write_json_atomic(self.dir / RECOMMENDATION, rec)
         return True
 
     def finalize(self) -> None:
-        """End of a campaign or a command: fit on everything if the last fit is stale, and
-        (re)write recommendation.json."""
+        """End of a campaign or a command: fit on everything if the last fit is stale, learning
+        the discrepancy afresh (or, when only the discrepancy is stale, re-learn it on the
+        current fit), and (re)write recommendation.json."""
+        fo = None
         if self.needs_fit():
-            fo = self.refit()
-            if fo.error is not None:
-                log.warning("final fit failed (%s); keeping the previous recommendation", fo.error)
+            fo = self.refit(final=True)
+        elif self.fitter is default_fitter and self.posterior is not None \
+                and discrepancy_stale(self.posterior, self.cfg):
+            fo = self.refit(final=True, fitter=relearn_fitter)
+        if fo is not None and fo.error is not None:
+            log.warning("final fit failed (%s); keeping the previous recommendation", fo.error)
         self.write_recommendation()
 
 

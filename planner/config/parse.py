@@ -284,7 +284,9 @@ def config_from_dict(raw: Mapping[str, Any], base_dir: str | Path | None = None,
                     num_samples=_integer(f.get("num_samples", FitConfig.num_samples), "fit.num_samples", minimum=1),
                     num_chains=_integer(f.get("num_chains", FitConfig.num_chains), "fit.num_chains", minimum=1),
                     min_runs=_integer(f.get("min_runs"), "fit.min_runs", minimum=1, allow_none=True),
-                    background=background)
+                    background=background,
+                    discrepancy_every=_integer(f.get("discrepancy_every", FitConfig.discrepancy_every),
+                                               "fit.discrepancy_every", minimum=0))
 
     mff = _number(d.get("max_failure_fraction", CampaignConfig.max_failure_fraction), "max_failure_fraction", nonneg=True)
     if mff > 1:

@@ -27,7 +27,8 @@ Example (every key; only ``domains``, ``targets``, ``target_budget``, ``space``,
     trainer: {path: "trainers.synthetic:SyntheticTrainer", args: {}}
     executor: {kind: ray, address: null, num_gpus_per_run: 0, num_cpus_per_run: 1,
                max_retries: 2, timeout_s: null}
-    fit: {method: nuts, num_warmup: 500, num_samples: 500, num_chains: 2, min_runs: null}
+    fit: {method: nuts, num_warmup: 500, num_samples: 500, num_chains: 2, min_runs: null,
+          background: true, discrepancy_every: 3}
     max_failure_fraction: 0.5
     prior_runs: null                 # runs-table file counted as observations from the start
     domain_tokens: null              # {domain: unique tokens available}; caps the optimum:
@@ -126,6 +127,10 @@ class FitConfig:
     # (checkpoints of a run are not independent, so runs, not rows, are counted)
     min_runs: int | None = None
     background: bool = True  # refit in a thread so new runs are dispatched without waiting
+    # learn the model discrepancy (one extra fit, without the largest scale) on the first fit,
+    # whenever the largest scale changes, at least every this many refits and on the final fit
+    # of a command; refits in between reuse the last one learned. 0: campaigns never learn it
+    discrepancy_every: int = 3
 
 
 @dataclass(frozen=True)

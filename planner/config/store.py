@@ -7,7 +7,7 @@ import json
 from dataclasses import asdict
 from typing import Any, Mapping
 
-from planner.config.schema import CampaignConfig
+from planner.config.schema import CampaignConfig, FitConfig
 
 
 # --------------------------------------------------------------------------------------------
@@ -43,10 +43,17 @@ OPERATIONAL_KEYS = ("executor",)
 _OPTIONAL_KEYS = ("domain_tokens", "max_epochs")
 
 
+# nested keys added after campaigns existed: left out of the fingerprint while at their default
+_OPTIONAL_NESTED = {("fit", "discrepancy_every"): FitConfig.discrepancy_every}
+
+
 def config_fingerprint(cfg: CampaignConfig) -> str:
     """Hash of the resolved config without the operational keys (see OPERATIONAL_KEYS)."""
     d = {k: v for k, v in config_to_dict(cfg).items() if k not in OPERATIONAL_KEYS
          and not (k in _OPTIONAL_KEYS and v is None)}
+    for (sec, key), default in _OPTIONAL_NESTED.items():
+        if isinstance(d.get(sec), dict) and d[sec].get(key) == default:
+            d[sec] = {k: v for k, v in d[sec].items() if k != key}
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -12,7 +12,19 @@ import numpy as np
 import pandas as pd
 
 from planner.calibrate.checks import holdout_check
-from planner.campaign.campaign import campaign_status, export_runs, load_campaign
+from planner.calibrate.diagnose import (
+    HOLDOUT_CACHE,
+    fit_warnings,
+    holdout_warnings,
+    merge_warnings,
+)
+from planner.campaign.campaign import (
+    add_recommendation_warnings,
+    campaign_status,
+    export_runs,
+    load_campaign,
+)
+from planner.core.errors import InputError
 from planner.core.io import write_text_atomic
 from planner.decide.optimum import optimum_draws
 from planner.model.runs import runs_from_frame
@@ -22,9 +34,6 @@ log = logging.getLogger("planner.report")
 
 
 REPORT_NAME = "report.html"
-
-
-HOLDOUT_CACHE = "report_holdout.json"
 
 
 SECTIONS: list[tuple[str, str]] = [
@@ -78,6 +87,9 @@ class Context:
                 self.posterior_error = f"{type(e).__name__}: {e}"
         self.caps = self.cfg.weight_caps()
         self._od = None
+        self._holdout: dict | None = None
+        self._holdout_error: str | None = None
+        self._holdout_done = False
 
     @property
     def snapshot_id(self) -> int | None:
@@ -103,6 +115,35 @@ class Context:
             tg = self.cfg.decision_target()
             self._od = optimum_draws(self.posterior, tg.N, tg.D, self.target_weights(), hi=tg.hi)
         return self._od
+
+    def holdout_result(self) -> dict | None:
+        """The held-out check (``run_holdout``, cached), computed once; None when the report is
+        built without it, there is no posterior, or it cannot be computed (``holdout_error``
+        says why). Its warnings are added to ``recommendation.json`` when that file comes from
+        the same snapshot and no planner is running (``add_recommendation_warnings``)."""
+        if not self._holdout_done:
+            self._holdout_done = True
+            if self.holdout and self.posterior is not None:
+                try:
+                    self._holdout = run_holdout(self)
+                except InputError as e:
+                    self._holdout_error = str(e)
+                else:
+                    add_recommendation_warnings(self.dir, self.snapshot_id,
+                                                holdout_warnings(self._holdout))
+        return self._holdout
+
+    @property
+    def holdout_error(self) -> str | None:
+        return self._holdout_error
+
+    def warnings(self) -> list[str]:
+        """Every warning about the recommendation: ``fit_warnings`` of the posterior and the
+        held-out check, merged with ``recommendation.json``'s (the same function made them) and
+        the status's. What ``planner status`` and ``recommendation.json`` list, too."""
+        own = fit_warnings(self.posterior, self.holdout_result()) \
+            if self.posterior is not None else []
+        return merge_warnings(own, (self.rec or {}).get("warnings"), self.status.get("warnings"))
 
     def runs_frame(self) -> pd.DataFrame:
         """One row per run, in purchase order: seq, run_id, source, status, strategy, N, D,

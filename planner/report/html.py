@@ -65,10 +65,10 @@ def para(text: str, cls: str = "") -> str:
     return f'<p class="{cls}">{esc(text)}</p>' if cls else f"<p>{esc(text)}</p>"
 
 
-def warn_list(items: list[str]) -> str:
+def warn_list(items: list[str], cls: str = "warnings") -> str:
     if not items:
         return ""
-    return '<ul class="warnings">' + "".join(f"<li>{esc(w)}</li>" for w in items) + "</ul>"
+    return f'<ul class="{esc(cls)}">' + "".join(f"<li>{esc(w)}</li>" for w in items) + "</ul>"
 
 
 def lenient_json(o):

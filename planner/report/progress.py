@@ -30,6 +30,8 @@ def progress_line(stats: dict[str, Any]) -> str:
              f"failed {stats.get('failed', 0)}", f"FLOPs {flops}",
              f"expected excess loss {_fmt_eel(stats.get('expected_excess_loss'))}",
              f"fits {stats.get('snapshots', 0)}"]
+    if stats.get("warnings"):
+        parts.append(f"warnings {len(stats['warnings'])} (see planner status)")
     if stats.get("last_fit_error"):
         parts.append(f"last fit failed: {str(stats['last_fit_error'])[:60]}")
     return " | ".join(parts)
@@ -79,6 +81,35 @@ class Progress:
             self._live = None
 
 
+def discrepancy_line(disc: dict | None) -> str:
+    """One line on the model discrepancy a recommendation used (``discrepancy_summary``)."""
+    if not disc:
+        return "none (law's parameter uncertainty only)"
+    age = disc.get("refits_since_learned") or 0
+    split = (disc.get("split") or {}).get("rule")
+    kinds = {(d or {}).get("kind") for d in (disc.get("targets") or {}).values()}
+    if kinds == {"prior-default"}:
+        when = ("the prior's, not learned from the data (nothing could be held out)"
+                + ("" if age == 0 else f", {age} refit(s) ago"))
+    else:
+        when = "learned on the latest fit" if age == 0 else f"learned {age} refit(s) ago, reused"
+        if split and not split.startswith("none"):
+            when += f" (held out the {split})"
+    per = []
+    for t, d in (disc.get("targets") or {}).items():
+        if not d:
+            per.append(f"{t} none")
+            continue
+        txt = f"{t} s1 {float(d['s1']):.3g}"
+        if d.get("kind") == "prior-default":
+            txt += " (prior)"
+        fld = d.get("mixture_field")
+        if fld:
+            txt += f", smooth over h (length scale {float(fld['length_scale']):g})"
+        per.append(txt)
+    return f"{when}; " + "; ".join(per)
+
+
 def status_table(st: dict[str, Any]):
     """A rich Table for a ``campaign_status`` dict."""
     from rich.table import Table
@@ -115,6 +146,7 @@ def status_table(st: dict[str, Any]):
         if L:
             t.add_row("predicted loss", f"{L['mean']:.4g} [{L['lo']:.4g}, {L['hi']:.4g}]")
         t.add_row("expected excess loss", _fmt_eel(rec.get("expected_excess_loss")))
+        t.add_row("model discrepancy", discrepancy_line(st.get("discrepancy")))
     else:
         t.add_row("recommendation", "none yet (not enough completed runs to fit)")
     if st.get("caps"):
@@ -122,6 +154,11 @@ def status_table(st: dict[str, Any]):
         t.add_row("data caps on h", ", ".join(f"{d} <= {c:.3g}" + (" (binds)" if d in binding else "")
                                              for d, c in st["caps"].items()))
     t.add_row("posterior snapshots", str(st["snapshots"]))
+    warns = st.get("warnings") or []
+    if rec:
+        t.add_row(f"warnings ({len(warns)})" if warns else "warnings", warns[0] if warns else "none")
+        for w in warns[1:]:
+            t.add_row("", w)
     if st.get("last_fit_error"):
         t.add_row("last fit", f"failed: {st['last_fit_error']}")
     if st.get("failed_attempts"):

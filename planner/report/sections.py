@@ -6,10 +6,14 @@ import logging
 import numpy as np
 import pandas as pd
 
-from planner.core.errors import InputError
-from planner.fit.nuts import diagnostic_warnings
+from planner.calibrate.diagnose import (
+    HOLDOUT_CACHE,
+    holdout_warnings,
+    sampler_warnings,
+    target_warnings,
+)
 from planner.report import figures
-from planner.report.context import HOLDOUT_CACHE, Context, need_posterior, run_holdout
+from planner.report.context import Context, need_posterior
 from planner.report.html import (
     RawHTML,
     esc,
@@ -20,6 +24,7 @@ from planner.report.html import (
     para,
     warn_list,
 )
+from planner.report.progress import discrepancy_line
 
 log = logging.getLogger("planner.report")
 
@@ -60,6 +65,15 @@ def sec_summary(ctx: Context) -> str:
                f'choice over the unknown best mixture is <b>{fmt_num(rec.get("expected_excess_loss"), ".3g")}</b>.</p>')
     out.append(html_table(["domain", "recommended h", "h* posterior mean", "h* 90 % interval",
                        "data cap"], rows))
+    out.append(para("Model discrepancy: " + discrepancy_line(rec.get("discrepancy")) + "."))
+    warns = ctx.warnings()
+    if warns:
+        out.append(para(f"Warnings ({len(warns)}; also in recommendation.json, `planner status` "
+                        f"and the table `planner run` ends with):", "warn"))
+        out.append(warn_list(warns))
+    else:
+        out.append(para("No warnings: the sampler diagnostics and the held-out checks are "
+                        "fine.", "good"))
     binding = rec.get("caps_binding") or []
     if binding:
         out.append(para(f"Data caps bind for: {', '.join(binding)} (the recommendation sits at "
@@ -207,27 +221,21 @@ def sec_holdout(ctx: Context) -> str:
     why = need_posterior(ctx)
     if why:
         return para("Not available. " + why, "note")
-    try:
-        res = run_holdout(ctx)
-    except InputError as e:
-        return para(f"Not available: {e}", "note")
+    res = ctx.holdout_result()
+    if res is None:
+        return para(f"Not available: {ctx.holdout_error or 'no result'}", "note")
     split = res.get("split", {})
     where = ", ".join(f"{k}={fmt_num(v, '.3g')}" for k, v in split.items() if k in ("N", "D"))
     out = [para(f"Fitted on {res.get('n_train_rows')} rows below the largest scale "
               f"({split.get('rule', '?')}{': ' + where if where else ''}), {res.get('method')} "
               f"fit; the held-out rows are predicted as the target run will be.")]
-    rows, warns = [], []
+    rows, warns = [], holdout_warnings(res)
     for t, r in res.get("targets", {}).items():
         for label, key in (("law only", "without_discrepancy"), ("with discrepancy", "with_discrepancy")):
             m = r.get(key) or {}
             rows.append([t, label, r.get("n_heldout"), fmt_pct(m.get("mean_relative_error")),
                          fmt_pct(m.get("coverage_50")), fmt_pct(m.get("coverage_90")),
                          fmt_pct(m.get("width_90_rel")), fmt_num(m.get("spearman"), ".2f")])
-        m = r.get("with_discrepancy") or {}
-        cov = m.get("coverage_90")
-        if cov is not None and np.isfinite(cov) and cov < 0.7:
-            warns.append(f"{t}: only {100 * cov:.0f} % of the held-out losses fall inside the 90 % "
-                         f"intervals: the predictions at the target are overconfident.")
     out.append(html_table(["target", "prediction", "held-out rows", "mean relative error",
                        "50 % coverage", "90 % coverage", "90 % width (relative)", "Spearman"],
                       rows))
@@ -311,7 +319,8 @@ def sec_diagnostics(ctx: Context) -> str:
     if why:
         return para(why, "note")
     post = ctx.posterior
-    rows, warns, figs = [], [], []
+    rows, warns, notes, figs = [], [], [], []
+    sampler_ok = True
     for t in post.targets:
         tp = post[t]
         d = dict(tp.diagnostics or {})
@@ -320,16 +329,11 @@ def sec_diagnostics(ctx: Context) -> str:
                      fmt_num(d.get("r_hat_max"), ".3f"), fmt_num(d.get("ess_bulk_min"), ".0f"),
                      d.get("divergences", "-"), fmt_pct(d.get("divergence_rate")),
                      fmt_num(d.get("seconds"), ".1f")])
-        if method == "nuts":
-            for w in diagnostic_warnings(d):
-                warns.append(f"{t}: {w}")
-        elif method == "map":
-            warns.append(f"{t}: a MAP fit (one point, no sampler): there are no r_hat, ESS or "
-                         f"divergences to check, and the h* posterior has no spread from the "
-                         f"parameters. Use fit.method: nuts for the decision.")
-        elif method == "laplace":
+        warns += target_warnings(post, t)  # the same warnings as recommendation.json and status
+        sampler_ok &= method == "nuts" and not sampler_warnings(d)
+        if method == "laplace":
             conv = d.get("mode_converged")
-            warns.append(f"{t}: a Laplace fit (a Gaussian at the posterior mode, no sampler): "
+            notes.append(f"{t}: a Laplace fit (a Gaussian at the posterior mode, no sampler): "
                          f"no r_hat, ESS or divergences to check; the mode search "
                          f"{'converged' if conv else 'did NOT converge' if conv is not None else 'ran'}"
                          f" (min Hessian eigenvalue {fmt_num(d.get('min_hessian_eigenvalue'), '.3g')})."
@@ -338,12 +342,12 @@ def sec_diagnostics(ctx: Context) -> str:
         disc = d.get("discrepancy") or tp.discrepancy
         if isinstance(disc, dict) and disc:
             note = disc.get("note") or (disc.get("evidence") or {}).get("reason", "")
-            warns.append(f"{t}: model discrepancy {disc.get('kind', '?')}, slope s1 = "
+            notes.append(f"{t}: model discrepancy {disc.get('kind', '?')}, slope s1 = "
                          f"{fmt_num(disc.get('s1'), '.3g')} per unit of log-distance"
                          + (f" ({note})" if note else ""))
             fld = (tp.discrepancy or {}).get("mixture_field") or disc.get("mixture_field")
             if isinstance(fld, dict) and fld:
-                warns.append(f"{t}: the discrepancy varies smoothly with the mixture (length "
+                notes.append(f"{t}: the discrepancy varies smoothly with the mixture (length "
                              f"scale {fmt_num(fld.get('length_scale'), '.3g')}, share "
                              f"{fmt_num(fld.get('share'), '.2f')}): each draw's h* includes it, so "
                              f"the h* intervals widen with the distance from the observed runs")
@@ -354,14 +358,14 @@ def sec_diagnostics(ctx: Context) -> str:
             if names:
                 figs.append(f"<h3>Trace of {esc(t)} (E, A, B, sigma; one line per chain)</h3>"
                             + fig_html(figures.arviz_trace(idata, names), f"ArviZ trace plot, {t}"))
-    ok = not any(w for w in warns if "MAP" not in w and "Laplace" not in w
-                 and "discrepancy" not in w)
     out = [html_table(["target", "method", "observations", "runs", "draws", "max r_hat",
                    "min bulk ESS", "divergences", "divergence rate", "fit seconds"], rows)]
-    if ok and all(post[t].diagnostics.get("method") == "nuts" for t in post.targets):
+    if sampler_ok:
         out.append(para("All chains agree (r_hat <= 1.05), the effective sample sizes are adequate "
                       "and there are no worrying divergences.", "good"))
     out.append(warn_list(warns))
+    if notes:
+        out.append(para("Notes:") + warn_list(notes, cls="notes"))
     out += figs
     return "".join(out)
 
