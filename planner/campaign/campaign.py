@@ -178,6 +178,8 @@ def campaign_status(campaign_dir: str | Path) -> dict[str, Any]:
             "sources": sources,
             "caps": None if caps is None else {d: c for d, c in caps.items() if c < 1.0},
             "caps_binding": None if rec is None else rec.get("caps_binding"),
+            # law auto: {target: {family: stacking weight}} of the latest fit
+            "law_weights": None if rec is None else rec.get("law_weights"),
         }
 
 
