@@ -420,14 +420,20 @@ def fit_auto(table: RunsTable, law: str = AUTO, targets: list[str] | None = None
     return combine(fits, weights, seed=seed, meta=meta)
 
 
-def fit_law(table: RunsTable, law: str = AUTO, **kwargs) -> Posterior:
-    """``fit`` for any law name, ``auto`` included."""
+def fit_law(table: RunsTable, law: str = AUTO, targets: list[str] | None = None,
+            method: str = FitOptions.method, seed: int = 0, **kwargs) -> Posterior:
+    """``fit`` for any law name, ``auto`` (the default) included: the public ``planner.fit``.
+    Other keywords as ``dispatch.fit`` (num_warmup, num_samples, num_chains, map_starts, ...)."""
+    kwargs.update(targets=targets, method=method, seed=seed)
     if law not in LAW_CHOICES:
         raise InputError(f"unknown law {law!r}; choose one of {', '.join(LAW_CHOICES)}")
     if law == AUTO:
         return fit_auto(table, law=law, **kwargs)
     kwargs.pop("inner_fit_kwargs", None)
     return dispatch.fit(table, law=law, **kwargs)
+
+
+fit = fit_law  # ``planner.fit``
 
 
 def law_summary(posterior) -> dict:
