@@ -4,7 +4,7 @@ The public Python API (everything the ``planner`` CLI does)::
 
     import planner
     table = planner.load_runs("runs.csv")
-    post = planner.fit(table, law="additive", method="nuts")
+    post = planner.fit(table, method="nuts")              # law auto (or additive, joint)
     rec = planner.recommend(post, N=7e9, D=1.5e11)       # the ``planner optimum`` JSON
     planner.run_campaign("configs/quickstart.yaml", "campaigns/quickstart")
 
@@ -29,7 +29,7 @@ _API = {
     "RunsTable": "planner.model.runs", "load_regmix": "planner.model.regmix",
     "Posterior": "planner.model.posterior", "TargetPosterior": "planner.model.posterior",
     "LAWS": "planner.model.laws", "get_law": "planner.model.laws",
-    "fit": "planner.fit.dispatch", "FIT_METHODS": "planner.fit.options",
+    "fit": "planner.fit.auto", "fit_auto": "planner.fit.auto", "FIT_METHODS": "planner.fit.options",
     "FitOptions": "planner.fit.options",
     "calibrate": "planner.calibrate.heldout",
     "fit_with_discrepancy": "planner.calibrate.heldout",

@@ -10,6 +10,7 @@ import numpy as np
 from planner.calibrate.heldout import calibrate, largest_scale_split
 from planner.core.errors import InputError
 from planner.decide.optimum import objective_draws
+from planner.fit.auto import AUTO, fit_auto
 from planner.fit.dispatch import fit
 from planner.model.runs import RunsTable
 
@@ -117,10 +118,13 @@ def holdout_check(table: RunsTable, law: str = "additive", targets=None, method:
                          "the table has one")
     train, test = table.select(~mask), table.select(mask)
     t0 = time.perf_counter()
-    post = fit(train, law=law, targets=targets, method=method, seed=seed, **fit_kwargs)
+    post = (fit_auto if law == AUTO else fit)(train, law=law, targets=targets, method=method,
+                                              seed=seed, **fit_kwargs)
     t_fit = time.perf_counter() - t0
     out = {"law": law, "method": method, "split": info, "n_train_rows": int(len(train.frame)),
            "targets": {}}
+    if post.meta.get("law_weights") is not None:  # law auto: the families' weights
+        out["law_weights"] = post.meta["law_weights"]
     base = {t: interval_metrics(post, t, test, seed=seed) for t in targets}
     post = calibrate(post, train, method=method, seed=seed, inner_fit_kwargs=inner_fit_kwargs,
                      **fit_kwargs)

@@ -22,9 +22,10 @@ import time
 import numpy as np
 
 from planner.core.errors import FitError
+from planner.fit.auto import AUTO, fit_auto, law_of
 from planner.fit.dispatch import fit
 from planner.model import discrepancy as disc_mod
-from planner.model.laws import get_law, scale_inputs
+from planner.model.laws import n_params, scale_inputs
 from planner.model.runs import RunsTable
 
 log = logging.getLogger("planner.calibration")
@@ -110,7 +111,8 @@ def calibrate(posterior, table: RunsTable, method: str | None = None, seed: int 
                 "only one (N, D) scale observed: nothing to hold out; using the prior on s1")
     else:
         inner_table, heldout = table.select(~mask), table.select(mask)
-        n_par = get_law(posterior.law).n_params(len(table.domains))
+        law = law_of(posterior)  # a combination (law auto) refits the combination
+        n_par = n_params(law, len(table.domains))
         fit_t = [t for t in posterior.targets
                  if np.isfinite(inner_table.loss(t)).sum() > n_par
                  and np.isfinite(heldout.loss(t)).any()]
@@ -126,8 +128,8 @@ def calibrate(posterior, table: RunsTable, method: str | None = None, seed: int 
             # optimum stays where the held-out rows put it, leaking them into the calibration
             kw.update(inner_fit_kwargs or {})
             try:
-                inner = fit(inner_table, law=posterior.law, targets=fit_t, method=method,
-                            seed=seed + 104729, **kw)
+                inner = (fit_auto if law == AUTO else fit)(
+                    inner_table, law=law, targets=fit_t, method=method, seed=seed + 104729, **kw)
             except FitError as e:  # the full fit worked; keep it, with the prior discrepancy
                 log.warning("discrepancy: the fit without %s failed (%s); using the prior",
                             info["rule"], e)
@@ -159,7 +161,8 @@ def fit_with_discrepancy(table: RunsTable, law: str = "additive", targets=None,
                          **fit_kwargs):
     """``inference.fit`` followed by ``calibrate``: a posterior whose predictions carry the
     model discrepancy learned by holding out the largest scale."""
-    post = fit(table, law=law, targets=targets, method=method, seed=seed, **fit_kwargs)
+    post = (fit_auto if law == AUTO else fit)(table, law=law, targets=targets, method=method,
+                                              seed=seed, **fit_kwargs)
     return calibrate(post, table, method=method, seed=seed, inner_fit_kwargs=inner_fit_kwargs,
                      **fit_kwargs)
 

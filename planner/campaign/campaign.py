@@ -190,6 +190,8 @@ def campaign_status(campaign_dir: str | Path) -> dict[str, Any]:
             "caps_binding": None if rec is None else rec.get("caps_binding"),
             "warnings": warns,
             "discrepancy": None if rec is None else rec.get("discrepancy"),
+            # law auto: {target: {family: stacking weight}} of the latest fit
+            "law_weights": None if rec is None else rec.get("law_weights"),
         }
 
 

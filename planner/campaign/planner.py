@@ -47,7 +47,9 @@ from planner.decide.optimum import recommend
 from planner.decide.registry import propose
 from planner.decide.space import Proposal, Space
 from planner.decide.strategies import DesignRequest, initial_options
+from planner.fit.auto import fit_auto, law_summary, warm_start_auto
 from planner.fit.dispatch import fit
+from planner.model.laws import AUTO
 from planner.model.posterior import Posterior
 from planner.model.runs import runs_from_frame
 from trainers.base import RunResult, RunSpec
@@ -163,12 +165,15 @@ def default_fitter(observations, cfg: CampaignConfig, seed: int, previous=None,
 
     targets = list(cfg.targets)
     table = runs_from_frame(observations, domains=list(cfg.domains), targets=targets)
-    post = fit(table, law=cfg.law, targets=targets, method=cfg.fit.method, seed=seed,
-               num_warmup=cfg.fit.num_warmup, num_samples=cfg.fit.num_samples,
-               num_chains=cfg.fit.num_chains, **warm_start(previous, cfg))
+    kw = dict(targets=targets, method=cfg.fit.method, seed=seed, num_warmup=cfg.fit.num_warmup,
+              num_samples=cfg.fit.num_samples, num_chains=cfg.fit.num_chains)
+    if cfg.law == AUTO:  # every family, combined by held-out prediction (planner.fit.auto)
+        post = fit_auto(table, **kw, **warm_start_auto(previous, cfg.domains, WARM_MAP_STARTS))
+    else:
+        post = fit(table, law=cfg.law, **kw, **warm_start(previous, cfg))
     post = campaign_discrepancy(post, table, cfg, seed, previous, force=final)
     rec = recommend(post, seed=seed, **cfg.decision_target().optimum_kwargs())
-    return post, rec
+    return post, {**rec, **law_summary(post)}
 
 
 def relearn_fitter(observations, cfg: CampaignConfig, seed: int, previous=None,
@@ -182,7 +187,7 @@ def relearn_fitter(observations, cfg: CampaignConfig, seed: int, previous=None,
     table = runs_from_frame(observations, domains=list(cfg.domains), targets=targets)
     post = campaign_discrepancy(previous, table, cfg, seed, previous, force=True)
     rec = recommend(post, seed=seed, **cfg.decision_target().optimum_kwargs())
-    return post, rec
+    return post, {**rec, **law_summary(post)}
 
 
 def discrepancy_stale(posterior, cfg: CampaignConfig) -> bool:

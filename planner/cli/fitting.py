@@ -8,6 +8,7 @@ from planner.api import check_file, fit_runs, optimum_file, predict_file
 from planner.core.errors import InputError
 from planner.core.io import finite_json
 from planner.fit.options import FIT_METHODS, FitOptions
+from planner.model.laws import AUTO, LAW_CHOICES
 from planner.model.regmix import load_regmix
 
 
@@ -45,6 +46,8 @@ def cmd_fit(args) -> int:
         if "r_hat_max" in d:
             msg += (f"; max r_hat {d['r_hat_max']:.3f}, min ESS {d.get('ess_bulk_min', 0):.0f}, "
                     f"{d.get('divergences', 0)} divergences")
+        if d.get("law_weights"):  # law auto
+            msg += "; law weights " + ", ".join(f"{f} {w:.3f}" for f, w in d["law_weights"].items())
         disc = post[t].discrepancy
         if disc:
             msg += f"; discrepancy {disc['kind']}, s1 {disc['s1']:.3g}"
@@ -66,8 +69,8 @@ def cmd_predict(args) -> int:
 def cmd_optimum(args) -> int:
     rec = optimum_file(args.posterior, _positive("--N", args.N), _positive("--D", args.D),
                        _parse_weights(args.target_weights), args.out, seed=args.seed)
-    print(json.dumps({k: rec[k] for k in ("mean", "lo", "hi", "loss", "expected_excess_loss")},
-                     indent=1))
+    print(json.dumps({k: rec[k] for k in ("mean", "lo", "hi", "loss", "expected_excess_loss",
+                                          "law_weights") if k in rec}, indent=1))
     return 0
 
 
@@ -88,6 +91,13 @@ def cmd_regmix(args) -> int:
     return 0
 
 
+def _law_option(p):
+    # not argparse choices: an unknown law is bad input (exit 2 with one line), as elsewhere
+    p.add_argument("--law", default=AUTO,
+                   help=f"{', '.join(LAW_CHOICES)} (default {AUTO}: every mixture law, weighted "
+                        "by how well each predicts the held-out largest scale)")
+
+
 def _fit_options(p):
     p.add_argument("--method", default=FitOptions.method, choices=FIT_METHODS)
     p.add_argument("--seed", type=int, default=0)
@@ -101,7 +111,7 @@ def _fit_options(p):
 def register(sub) -> None:
     p = sub.add_parser("fit", help="fit a law to a runs table; save the posterior")
     p.add_argument("runs")
-    p.add_argument("--law", default="additive")
+    _law_option(p)
     p.add_argument("--targets", default=None, help="comma-separated targets (default: all)")
     p.add_argument("--out", required=True)
     p.add_argument("--no-discrepancy", action="store_true",
@@ -127,7 +137,7 @@ def register(sub) -> None:
 
     p = sub.add_parser("check", help="calibration: fit all but the largest scale, predict it")
     p.add_argument("runs")
-    p.add_argument("--law", default="additive")
+    _law_option(p)
     p.add_argument("--targets", default=None)
     _fit_options(p)
     p.set_defaults(func=cmd_check)

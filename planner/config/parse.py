@@ -27,7 +27,7 @@ from planner.core.types import flops
 from planner.decide.pool import load_pool
 from planner.decide.strategies import initial_options
 from planner.fit.options import FIT_METHODS
-from planner.model.laws import LAWS
+from planner.model.laws import LAW_CHOICES
 
 
 # --------------------------------------------------------------------------------------------
@@ -200,7 +200,7 @@ def config_from_dict(raw: Mapping[str, Any], base_dir: str | Path | None = None,
     target_budget = TargetBudget(N=_number(tb["N"], "target_budget.N", positive=True),
                                  D=_number(tb["D"], "target_budget.D", positive=True))
 
-    law = _choice(d.get("law", CampaignConfig.law), "law", tuple(LAWS))
+    law = _choice(d.get("law", CampaignConfig.law), "law", LAW_CHOICES)
 
     sp = _mapping(d["space"], "space")
     _check_keys(sp, ("N", "D", "min_weight"), "space")

@@ -16,7 +16,8 @@ Example (every key; only ``domains``, ``targets``, ``target_budget``, ``space``,
     domains: [web, code, books]
     targets: {web: 1.0}              # target losses and their weights in the objective
     target_budget: {N: 7.0e9, D: 1.5e11}
-    law: additive                    # or joint
+    law: auto                        # or additive, joint: auto fits both and weighs them
+                                     #   by how well each predicts the held-out largest scale
     space:
       N: [1.0e6, 5.0e7]              # [lo, hi] range (log-uniform), or a list of values,
       D: [1.0e7, 1.0e9]              # or {range: [lo, hi]} / {values: [...]} to be explicit
@@ -44,7 +45,7 @@ from typing import Any, Mapping
 
 from planner.core.types import Target
 from planner.fit.options import FitOptions
-from planner.model.laws import get_law
+from planner.model.laws import AUTO, n_params
 
 EXECUTOR_KINDS = ("ray", "inprocess")
 
@@ -146,7 +147,9 @@ class CampaignConfig:
     space: SpaceConfig
     budget: BudgetConfig
     trainer: TrainerConfig
-    law: str = "additive"
+    # the law family: additive, joint, or auto (every mixture family, combined by stacking on
+    # the held-out largest scale: planner.fit.auto); auto when the user does not know which holds
+    law: str = AUTO
     batch_size: int = 4
     acquisition: AcquisitionConfig = field(default_factory=AcquisitionConfig)
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
@@ -166,9 +169,9 @@ class CampaignConfig:
         return list(self.targets)
 
     def law_num_params(self) -> int:
-        """Parameters of one target's law (DESIGN.md section 1)."""
-        k = len(self.domains)
-        return get_law(self.law).n_params(k)
+        """Parameters of one target's law (DESIGN.md section 1); for ``auto`` the smallest
+        family's, so the first fit comes as soon as one family can be fitted."""
+        return n_params(self.law, len(self.domains))
 
     def min_runs_to_fit(self) -> int:
         return self.fit.min_runs if self.fit.min_runs is not None else self.law_num_params() + 1

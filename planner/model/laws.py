@@ -145,9 +145,57 @@ def scale_inputs(N, D):
 
 def nested_joint_params(additive_params: dict) -> dict:
     """The joint-law parameters that reproduce an additive law exactly
-    (gA = gB = 1, CA_i = A, CB_i = B)."""
+    (gA = gB = 1, CA_i = A, CB_i = B). Works on one parameter set (scalars, C of shape (k,))
+    and on draws (a leading axis: A of shape (S,), C of shape (S, k)); on the simplex
+    A_h = (sum_i A h_i)^1 = A, so the predictions agree to rounding."""
     p = additive_params
     k = jnp.shape(p["C"])[-1]
+    A, B = jnp.asarray(p["A"]), jnp.asarray(p["B"])
     return {"E": p["E"], "C": p["C"], "g": p["g"], "a": p["a"], "b": p["b"],
-            "CA": jnp.full((k,), p["A"]), "gA": jnp.asarray(1.0),
-            "CB": jnp.full((k,), p["B"]), "gB": jnp.asarray(1.0)}
+            "CA": jnp.broadcast_to(A[..., None], A.shape + (k,)), "gA": jnp.ones_like(A),
+            "CB": jnp.broadcast_to(B[..., None], B.shape + (k,)), "gB": jnp.ones_like(B)}
+
+
+# ---------------------------------------------------------------------------------- law: auto
+# ``law: auto`` fits every mixture family below and combines them by held-out predictive
+# performance (``planner.fit.auto``). The combination is represented inside SUPER_FAMILY: each
+# family registers an exact embedding of its parameters into the super-family's, so a combined
+# posterior is an ordinary posterior of that law whose draws come from several families. A law
+# added later joins ``auto`` by registering its embedding here (if it is more general than the
+# joint law, it becomes the super-family and the others embed into it). Chinchilla has no
+# mixture term (it cannot choose a mixture) and no embedding: it is not part of ``auto``.
+AUTO = "auto"
+
+
+SUPER_FAMILY = "joint"
+
+
+EMBEDDINGS: dict[str, Callable[[dict], dict]] = {
+    "additive": nested_joint_params,
+    "joint": lambda p: {kk: p[kk] for kk in ("E", "C", "g", "CA", "gA", "a", "CB", "gB", "b")},
+}
+
+
+LAW_CHOICES = (*LAWS, AUTO)  # what a config or the CLI may name
+
+
+def auto_families() -> tuple[str, ...]:
+    """The families ``law: auto`` fits and combines, in registry order."""
+    return tuple(name for name in LAWS if name in EMBEDDINGS)
+
+
+def embed(law_name: str, params: dict) -> dict:
+    """``law_name``'s parameters (one set or draws) as SUPER_FAMILY parameters with identical
+    predictions."""
+    get_law(law_name)
+    if law_name not in EMBEDDINGS:
+        raise InputError(f"the {law_name} law has no embedding into the {SUPER_FAMILY} law")
+    return EMBEDDINGS[law_name](params)
+
+
+def n_params(law_name: str, k: int) -> int:
+    """Parameters of one target's law; for ``auto`` the smallest family's (a fit is possible as
+    soon as one family can be fitted; the others join when the data allow them)."""
+    if law_name == AUTO:
+        return min(LAWS[f].n_params(k) for f in auto_families())
+    return get_law(law_name).n_params(k)

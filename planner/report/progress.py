@@ -19,6 +19,16 @@ def _fmt_eel(x: float | None) -> str:
     return "-" if x is None else f"{x:.3g}"
 
 
+def format_law_weights(lw: dict | None) -> str | None:
+    """law auto's stacking weights {target: {family: w}} as one line ("additive 0.02, joint
+    0.98"; per target when there are several); None without them."""
+    if not lw:
+        return None
+    parts = {t: ", ".join(f"{f} {w:.2f}" for f, w in ws.items()) for t, ws in lw.items()}
+    return next(iter(parts.values())) if len(parts) == 1 else \
+        "; ".join(f"{t}: {v}" for t, v in parts.items())
+
+
 def progress_line(stats: dict[str, Any]) -> str:
     runs = f"{stats.get('completed', 0)}"
     if stats.get("max_runs"):
@@ -122,6 +132,9 @@ def status_table(st: dict[str, Any]):
               (f"stopped: {st['stopped']['reason']} - {st['stopped']['message']}"
                if st.get("stopped") else "not running"))
     t.add_row("law / acquisition", f"{st['law']} / {st['acquisition']}")
+    lw = format_law_weights(st.get("law_weights"))
+    if lw:
+        t.add_row("law weights (held-out)", lw)
     t.add_row("runs", f"completed {c['completed']}, running {c['running']}, proposed "
                       f"{c['proposed']}, failed {c['failed']}  (observations {st['observations']})")
     sp, b = st["spent"], st["budget"]

@@ -25,6 +25,7 @@ from planner.report.html import (
     warn_list,
 )
 from planner.report.progress import discrepancy_line
+from planner.report.progress import format_law_weights
 
 log = logging.getLogger("planner.report")
 
@@ -41,6 +42,10 @@ def sec_summary(ctx: Context) -> str:
         ["target run", f"N* = {cfg.target_budget.N:.3g} parameters, D* = {cfg.target_budget.D:.3g} tokens"],
         ["objective", " + ".join(f"{w:g} x loss_{t}" for t, w in cfg.targets.items())],
         ["law / acquisition", f"{cfg.law} / {cfg.acquisition.name} (fit: {cfg.fit.method})"],
+        *([["law weights", (f"{format_law_weights(st['law_weights'])} (stacking on the held-out "
+                            "largest scale; h*, the expected excess loss and the acquisition "
+                            "average over the laws with these weights)")]]
+          if st.get("law_weights") else []),
         ["campaign", state],
         ["runs", f"{c['completed']} completed ({n_imp} imported), {c['failed']} failed, "
                  f"{c['running'] + c['proposed']} pending; {st['observations']} observations"],
@@ -366,8 +371,26 @@ def sec_diagnostics(ctx: Context) -> str:
     out.append(warn_list(warns))
     if notes:
         out.append(para("Notes:") + warn_list(notes, cls="notes"))
+    out.append(_law_auto_note(post))
     out += figs
     return "".join(out)
+
+
+def _law_auto_note(post) -> str:
+    """law auto: how each target's families were weighted, and on what evidence."""
+    ev = post.meta.get("stacking") if post.meta.get("law") == "auto" else None
+    if not ev:
+        return ""
+    items = []
+    for t, e in ev.items():
+        w = (post.meta.get("law_weights") or {}).get(t, {})
+        elpd = e.get("elpd") or {}
+        items.append(f"{t}: " + ", ".join(f"{f} {v:.3f}" for f, v in w.items())
+                     + (" (held-out log score " + ", ".join(f"{f} {v:.1f}" for f, v in elpd.items())
+                        + ")" if elpd else "") + f"; {e.get('note', '')}")
+    return (para("law auto: the draws are a mixture of the laws' posteriors with these weights "
+                 "(the table shows the worst diagnostics over the laws that contribute):")
+            + warn_list(items))
 
 
 def sec_runs(ctx: Context) -> str:

@@ -29,7 +29,7 @@ def base(**over):
 
 def test_defaults_and_round_trip():
     cfg = config_from_dict(base())
-    assert cfg.law == "additive" and cfg.batch_size == 4 and cfg.acquisition.name == "decision"
+    assert cfg.law == "auto" and cfg.batch_size == 4 and cfg.acquisition.name == "decision"
     assert cfg.executor.kind == "ray" and cfg.executor.max_retries == 2
     assert cfg.fit.method == "nuts" and cfg.stop.expected_excess_loss is None
     assert cfg.min_runs_to_fit() == 5 + 2 * 3 + 1

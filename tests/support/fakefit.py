@@ -44,11 +44,17 @@ def fake_fit(table, law: str = "additive", targets=None, method: str = "nuts", s
                  "B": float(p["B"]) * np.exp(0.1 * spread * z()),
                  "b": float(p["b"]) * np.exp(0.05 * spread * z()),
                  "sigma": 0.005 * np.exp(0.1 * z())}
+        if law == "joint":  # the same additive truth, as the joint law that contains it
+            from planner.model.laws import nested_joint_params
+            sigma = draws.pop("sigma")
+            draws = {kk: np.asarray(v) for kk, v in nested_joint_params(draws).items()}
+            draws["sigma"] = sigma
         chains = {kk: v.reshape((CHAINS, PER_CHAIN) + v.shape[1:]) for kk, v in draws.items()}
         div = np.zeros((CHAINS, PER_CHAIN), bool)
         div.flat[:divergences] = True
         idata = az.from_dict(posterior=chains, sample_stats={"diverging": div},
-                             coords={"domain": domains}, dims={"C": ["domain"], "g": ["domain"]})
+                             coords={"domain": domains},
+                             dims={kk: ["domain"] for kk, v in draws.items() if np.ndim(v) == 2})
         diag = {"method": "nuts", "r_hat_max": float(az.rhat(idata).to_array().max()),
                 "ess_bulk_min": float(az.ess(idata).to_array().min()),
                 "divergences": int(divergences), "divergence_rate": divergences / S,
