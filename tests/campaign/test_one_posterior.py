@@ -25,7 +25,7 @@ TARGET = {"N": 1e9, "D": 2e10}
 
 
 def config(tmp_path):
-    c = {"domains": DOMS, "targets": {"a": 1.0}, "target_budget": TARGET,
+    c = {"domains": DOMS, "targets": {"a": 1.0}, "target_budget": TARGET, "law": "additive",
          "space": {"N": [1e6, 5e7], "D": [1e8, 1e9]}, "budget": {"max_runs": 12},
          "batch_size": 2, "acquisition": "random",
          "trainer": {"path": "trainers.synthetic:SyntheticTrainer",
