@@ -90,6 +90,7 @@ class Context:
         self._holdout: dict | None = None
         self._holdout_error: str | None = None
         self._holdout_done = False
+        self.holdout_exception: Exception | None = None  # a failed check (not bad input)
 
     @property
     def snapshot_id(self) -> int | None:
@@ -119,7 +120,8 @@ class Context:
     def holdout_result(self) -> dict | None:
         """The held-out check (``run_holdout``, cached), computed once; None when the report is
         built without it, there is no posterior, or it cannot be computed (``holdout_error``
-        says why). Its warnings are added to ``recommendation.json`` when that file comes from
+        says why for bad input; ``holdout_exception`` holds any other failure, which the
+        holdout section raises so that the report lists it). Its warnings are added to ``recommendation.json`` when that file comes from
         the same snapshot and no planner is running (``add_recommendation_warnings``)."""
         if not self._holdout_done:
             self._holdout_done = True
@@ -128,6 +130,8 @@ class Context:
                     self._holdout = run_holdout(self)
                 except InputError as e:
                     self._holdout_error = str(e)
+                except Exception as e:  # noqa: BLE001 - the holdout section reports it
+                    self.holdout_exception = e
                 else:
                     add_recommendation_warnings(self.dir, self.snapshot_id,
                                                 holdout_warnings(self._holdout))

@@ -227,6 +227,8 @@ def sec_holdout(ctx: Context) -> str:
     if why:
         return para("Not available. " + why, "note")
     res = ctx.holdout_result()
+    if ctx.holdout_exception is not None:
+        raise ctx.holdout_exception
     if res is None:
         return para(f"Not available: {ctx.holdout_error or 'no result'}", "note")
     split = res.get("split", {})

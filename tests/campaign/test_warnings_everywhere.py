@@ -107,6 +107,18 @@ def test_warnings_reach_run_status_json_and_the_report(tmp_path, monkeypatch, ca
     assert {k: v for k, v in after.items() if k != "warnings"} == \
         {k: v for k, v in rec.items() if k != "warnings"}
 
+    # a held-out check that fails (not bad input) loses its own section only; the summary
+    # still lists the posterior's warnings
+    cache.unlink()
+
+    def broken(*a, **k):
+        raise RuntimeError("sampler exploded")
+
+    monkeypatch.setattr("planner.report.context.holdout_check", broken)
+    rep = build_report(out)
+    assert set(rep.errors) == {"holdout"} and "sampler exploded" in rep.errors["holdout"]
+    assert r_hat[0] in html.unescape(rep.path.read_text())
+
 
 def report_warnings(out) -> list[str]:
     """Build the report; the warnings its summary lists (the r_hat one also in diagnostics)."""
