@@ -294,10 +294,20 @@ def warm_start_auto(previous, domains, map_starts: int) -> dict:
     if previous is None or not is_auto(previous) or \
             list(getattr(previous, "domains", [])) != list(domains):
         return {}
-    med = previous.meta.get("law_medians") or {}
-    init = {f: {t: {k: np.asarray(v, float) for k, v in p.items()} for t, p in m.items()}
-            for f, m in med.items() if f in LAWS}
-    return {"map_init_by_law": init, "map_starts": map_starts} if init else {}
+    init = _as_init(previous.meta.get("law_medians"))
+    if not init:
+        return {}
+    out = {"map_init_by_law": init, "map_starts": map_starts}
+    inner = previous.meta.get("inner_warm") or {}
+    if inner.get("medians"):
+        out["inner_warm"] = {"runs": list(inner.get("runs", [])),
+                             "init": _as_init(inner["medians"])}
+    return out
+
+
+def _as_init(med) -> dict:
+    return {f: {t: {k: np.asarray(v, float) for k, v in p.items()} for t, p in m.items()}
+            for f, m in (med or {}).items() if f in LAWS}
 
 
 def _fit_family(table, law, targets, method, seed, **kw):
@@ -311,13 +321,17 @@ def _fit_family(table, law, targets, method, seed, **kw):
 def fit_auto(table: RunsTable, law: str = AUTO, targets: list[str] | None = None,
              method: str = FitOptions.method, seed: int = 0, families=None,
              map_init_by_law: dict | None = None, inner_fit_kwargs: dict | None = None,
-             **fit_kwargs) -> Posterior:
+             inner_warm: dict | None = None, **fit_kwargs) -> Posterior:
     """Fit every family of ``families`` (default ``laws.auto_families()``) and combine them by
     stacking on the held-out largest scale (module docstring). ``fit_kwargs`` go to every
     ``fit`` (num_warmup, num_samples, num_chains, map_starts, ...); the fits below the held-out
-    scale use them updated by ``inner_fit_kwargs`` and start from no previous fit (a start at a
-    fit that saw the held-out rows would leak them into the weights). ``map_init_by_law``:
-    {family: {target: params}} extra Huber starts (``warm_start_auto``)."""
+    scale use them updated by ``inner_fit_kwargs`` and start from no fit that saw the held-out
+    rows (such a start would leak them into the weights). ``map_init_by_law``: {family:
+    {target: params}} extra Huber starts (``warm_start_auto``). ``inner_warm``: {"runs": run
+    keys, "init": {family: {target: params}}}, the previous fits below the held-out scale
+    (``warm_start_auto``); they start this call's fits below it (with ``map_starts`` random
+    starts) only when none of the runs held out now was among their runs, else those fits
+    start cold (the default random starts)."""
     if law != AUTO:
         raise InputError(f"fit_auto combines the families (law 'auto'), got law {law!r}")
     families = tuple(families or auto_families())
@@ -364,13 +378,21 @@ def fit_auto(table: RunsTable, law: str = AUTO, targets: list[str] | None = None
         inner_table, heldout = table.select(~mask), table.select(mask)
         ikw = {kk: v for kk, v in fit_kwargs.items() if kk != "map_starts"}
         ikw.update(inner_fit_kwargs or {})
+        keys = table.run_keys()
+        held_runs = set(keys[mask])
+        warm = inner_warm if inner_warm and inner_warm.get("init") and \
+            not held_runs & set(inner_warm.get("runs", [])) else None
+        if warm is not None and "map_starts" in fit_kwargs:
+            ikw.setdefault("map_starts", fit_kwargs["map_starts"])
+        info = dict(info, inner_warm_start=warm is not None)
         for j, f in enumerate(fitted):
             need = LAWS[f].n_params(k)
             ok = [t for t in fits[f].targets
                   if np.isfinite(inner_table.loss(t)).sum() > need
                   and np.isfinite(heldout.loss(t)).any()]
             if ok:
-                post, err = _fit_family(inner_table, f, ok, method, seed + 104729 + 1009 * j, **ikw)
+                post, err = _fit_family(inner_table, f, ok, method, seed + 104729 + 1009 * j,
+                                        map_init=(warm or {}).get("init", {}).get(f), **ikw)
                 if post is not None:
                     inner[f] = post
                 else:
@@ -416,6 +438,9 @@ def fit_auto(table: RunsTable, law: str = AUTO, targets: list[str] | None = None
     meta = {"method": method, "seed": seed, "families": list(families),
             "family_notes": notes, "stacking": evidence,
             "law_medians": {f: _medians(p) for f, p in fits.items()},
+            "inner_warm": ({"runs": sorted(set(table.run_keys()[~mask])),
+                            "medians": {f: _medians(p) for f, p in inner.items()}}
+                           if inner else None),
             "auto_seconds": round(time.perf_counter() - t0, 2)}
     return combine(fits, weights, seed=seed, meta=meta)
 
