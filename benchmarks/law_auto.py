@@ -42,9 +42,16 @@ DOMAINS = ["d0", "d1", "d2", "d3"]
 TRUTH = {"E": 1.6, "C": [4.0, 1.0, 1.0, 1.0], "g": [0.5, 0.5, 0.5, 0.5],
          "CA": [3.0, 0.3, 0.4, 0.5], "gA": 1.3, "a": 0.3,
          "CB": [2.0, 0.5, 0.6, 0.7], "gB": 1.1, "b": 0.3}
+# --truth additive (the well-specified control): the same mixture term, h-free size terms
+ADDITIVE_TRUTH = {"E": 1.6, "C": [4.0, 1.0, 1.0, 1.0], "g": [0.5, 0.5, 0.5, 0.5],
+                  "A": 0.8, "a": 0.3, "B": 0.7, "b": 0.3}
 TARGET_N, TARGET_D = 1e10, 2e11
-TRAINER_ARGS = {"law": "joint", "domains": DOMAINS, "params": {"t": TRUTH}, "noise": 0.005,
-                "checkpoints": [0.25, 0.5]}
+
+
+def trainer_args(truth: str = "joint") -> dict:
+    return {"law": truth, "domains": DOMAINS,
+            "params": {"t": TRUTH if truth == "joint" else ADDITIVE_TRUTH}, "noise": 0.005,
+            "checkpoints": [0.25, 0.5]}
 
 
 class BatchInProcess(InProcessExecutor):
@@ -58,13 +65,14 @@ class BatchInProcess(InProcessExecutor):
         return out
 
 
-def config(law: str, seed: int, max_runs: int) -> dict:
+def config(law: str, seed: int, max_runs: int, truth: str = "joint") -> dict:
     return {"domains": DOMAINS, "targets": {"t": 1.0},
             "target_budget": {"N": TARGET_N, "D": TARGET_D}, "law": law,
             "space": {"N": [2e7, 1e9], "D": [4e8, 2e10], "min_weight": 0.0},
             "budget": {"flops": 3e19, "max_runs": max_runs}, "batch_size": 4,
             "acquisition": "decision",
-            "trainer": {"path": "trainers.synthetic:SyntheticTrainer", "args": TRAINER_ARGS},
+            "trainer": {"path": "trainers.synthetic:SyntheticTrainer",
+                        "args": trainer_args(truth)},
             "executor": {"kind": "inprocess"},
             "fit": {"method": "laplace", "num_samples": 300, "num_chains": 2, "background": False},
             "seed": seed}
@@ -85,20 +93,22 @@ def main() -> None:
     ap.add_argument("--laws", nargs="+", default=["additive", "joint", "auto"])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--max-runs", type=int, default=60)
+    ap.add_argument("--truth", default="joint", choices=["joint", "additive"],
+                    help="additive: a control where the smaller law is right")
     ap.add_argument("--out", default="benchmarks/results/law_auto")
     a = ap.parse_args()
     root = Path(a.out)
     root.mkdir(parents=True, exist_ok=True)
-    trainer = SyntheticTrainer(**TRAINER_ARGS)
+    trainer = SyntheticTrainer(**trainer_args(a.truth))
     rows = []
     for seed in a.seeds:
         for law in a.laws:
-            d = root / f"{law}_s{seed}"
+            d = root / f"{a.truth}_{law}_s{seed}"
             if d.exists():
                 shutil.rmtree(d)
             t0 = time.perf_counter()
-            res = run_campaign(config(law, seed, a.max_runs), d, executor=BatchInProcess(
-                "trainers.synthetic:SyntheticTrainer", TRAINER_ARGS))
+            res = run_campaign(config(law, seed, a.max_runs, a.truth), d, executor=BatchInProcess(
+                "trainers.synthetic:SyntheticTrainer", trainer_args(a.truth)))
             wall = time.perf_counter() - t0
             camp = load_campaign(d)
             rec = camp.recommendation()
@@ -106,7 +116,7 @@ def main() -> None:
             with camp.ledger() as lg:
                 snaps = lg.snapshots()
             fit_s = [s["fit_seconds"] for s in snaps if s.get("fit_seconds")]
-            row = {"law": law, "seed": seed, "stop": res.stop_reason,
+            row = {"law": law, "truth": a.truth, "seed": seed, "stop": res.stop_reason,
                    "runs": st["counts"]["completed"],
                    "flops": st["spent"]["flops_completed"], "refits": len(snaps),
                    "mean_refit_s": round(float(np.mean(fit_s)), 1) if fit_s else None,

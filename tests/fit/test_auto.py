@@ -260,7 +260,7 @@ def test_fit_auto_with_one_family_fittable_and_equal_weight_fallback():
     assert "more than 17 observations" in post.meta["family_notes"]["joint"]
     assert set(post.meta["law_medians"]) == {"additive"}
     warm = warm_start_auto(post, DOMAINS3, 8)
-    assert warm["map_starts"] == 8 and set(warm["map_init_by_law"]) == {"additive"}
+    assert warm["warm_map_starts"] == 8 and set(warm["map_init_by_law"]) == {"additive"}
     with pytest.raises(Exception, match="more rows than parameters"):
         fit_auto(table.select(np.arange(len(table.frame)) < 8), method="map")
 
@@ -300,9 +300,9 @@ def test_inner_fits_warm_start_only_from_fits_that_never_saw_the_held_out_runs()
     assert post.meta["stacking"]["web"]["split"]["inner_warm_start"] is False
     warm = warm_start_auto(post, DOMAINS3, 4)
     assert set(warm["inner_warm"]["init"]) == {"additive", "joint"}
-    again = fit_auto(table, method="map", **warm)
+    again = fit_auto(table, method="map", map_starts=4, **warm)
     assert again.meta["stacking"]["web"]["split"]["inner_warm_start"] is True
     held = table.run_keys()[table.N == 3e8][0]
     warm["inner_warm"]["runs"].append(held)   # as if the previous inner fit had seen it
-    cold = fit_auto(table, method="map", **warm)
+    cold = fit_auto(table, method="map", map_starts=4, **warm)
     assert cold.meta["stacking"]["web"]["split"]["inner_warm_start"] is False
