@@ -290,14 +290,26 @@ def _medians(post: Posterior) -> dict:
 def warm_start_auto(previous, domains, map_starts: int) -> dict:
     """``fit_auto`` arguments that start each family's refit from its own fit in ``previous`` (a
     combined posterior of the same domains): its parameter medians as an extra Huber start and
-    ``map_starts`` random starts. Empty when ``previous`` is not a combination."""
+    ``map_starts`` random starts (a family without a previous fit keeps the default number),
+    and the same for the fits below the held-out scale (``inner_warm``). Empty when
+    ``previous`` is not a combination."""
     if previous is None or not is_auto(previous) or \
             list(getattr(previous, "domains", [])) != list(domains):
         return {}
-    med = previous.meta.get("law_medians") or {}
-    init = {f: {t: {k: np.asarray(v, float) for k, v in p.items()} for t, p in m.items()}
-            for f, m in med.items() if f in LAWS}
-    return {"map_init_by_law": init, "map_starts": map_starts} if init else {}
+    init = _as_init(previous.meta.get("law_medians"))
+    if not init:
+        return {}
+    out = {"map_init_by_law": init, "warm_map_starts": map_starts}
+    inner = previous.meta.get("inner_warm") or {}
+    if inner.get("medians"):
+        out["inner_warm"] = {"runs": list(inner.get("runs", [])),
+                             "init": _as_init(inner["medians"])}
+    return out
+
+
+def _as_init(med) -> dict:
+    return {f: {t: {k: np.asarray(v, float) for k, v in p.items()} for t, p in m.items()}
+            for f, m in (med or {}).items() if f in LAWS}
 
 
 def _fit_family(table, law, targets, method, seed, **kw):
@@ -308,16 +320,28 @@ def _fit_family(table, law, targets, method, seed, **kw):
         return None, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
 
 
+def _with_starts(kw: dict, init, warm_map_starts: int | None) -> dict:
+    if init is None or warm_map_starts is None:
+        return kw
+    return {**kw, "map_starts": warm_map_starts}
+
+
 def fit_auto(table: RunsTable, law: str = AUTO, targets: list[str] | None = None,
              method: str = FitOptions.method, seed: int = 0, families=None,
              map_init_by_law: dict | None = None, inner_fit_kwargs: dict | None = None,
+             inner_warm: dict | None = None, warm_map_starts: int | None = None,
              **fit_kwargs) -> Posterior:
     """Fit every family of ``families`` (default ``laws.auto_families()``) and combine them by
     stacking on the held-out largest scale (module docstring). ``fit_kwargs`` go to every
     ``fit`` (num_warmup, num_samples, num_chains, map_starts, ...); the fits below the held-out
-    scale use them updated by ``inner_fit_kwargs`` and start from no previous fit (a start at a
-    fit that saw the held-out rows would leak them into the weights). ``map_init_by_law``:
-    {family: {target: params}} extra Huber starts (``warm_start_auto``)."""
+    scale use them updated by ``inner_fit_kwargs`` and start from no fit that saw the held-out
+    rows (such a start would leak them into the weights). ``map_init_by_law``: {family:
+    {target: params}} extra Huber starts (``warm_start_auto``). ``inner_warm``: {"runs": run
+    keys, "init": {family: {target: params}}}, the previous fits below the held-out scale
+    (``warm_start_auto``); they start this call's fits below it only when none of the runs held
+    out now was among their runs, else those fits start cold. ``warm_map_starts``: random
+    starts of a fit that has such an extra start (the others keep ``map_starts`` or the
+    default)."""
     if law != AUTO:
         raise InputError(f"fit_auto combines the families (law 'auto'), got law {law!r}")
     families = tuple(families or auto_families())
@@ -339,8 +363,9 @@ def fit_auto(table: RunsTable, law: str = AUTO, targets: list[str] | None = None
         if not ok:
             notes[f] = f"not fitted: more than {need} observations needed"
             continue
-        post, err = _fit_family(table, f, ok, method, seed + 1009 * j,
-                                map_init=(map_init_by_law or {}).get(f), **fit_kwargs)
+        init = (map_init_by_law or {}).get(f)
+        post, err = _fit_family(table, f, ok, method, seed + 1009 * j, map_init=init,
+                                **_with_starts(fit_kwargs, init, warm_map_starts))
         if post is None:
             notes[f] = f"fit failed ({err})"
         else:
@@ -362,15 +387,22 @@ def fit_auto(table: RunsTable, law: str = AUTO, targets: list[str] | None = None
     inner: dict[str, Posterior] = {}
     if mask is not None:
         inner_table, heldout = table.select(~mask), table.select(mask)
-        ikw = {kk: v for kk, v in fit_kwargs.items() if kk != "map_starts"}
-        ikw.update(inner_fit_kwargs or {})
+        ikw = {**fit_kwargs, **(inner_fit_kwargs or {})}
+        keys = table.run_keys()
+        held_runs = set(keys[mask])
+        warm = inner_warm if inner_warm and inner_warm.get("init") and \
+            not held_runs & set(inner_warm.get("runs", [])) else None
+        info = dict(info, inner_warm_start=warm is not None)
         for j, f in enumerate(fitted):
             need = LAWS[f].n_params(k)
             ok = [t for t in fits[f].targets
                   if np.isfinite(inner_table.loss(t)).sum() > need
                   and np.isfinite(heldout.loss(t)).any()]
             if ok:
-                post, err = _fit_family(inner_table, f, ok, method, seed + 104729 + 1009 * j, **ikw)
+                init = (warm or {}).get("init", {}).get(f)
+                post, err = _fit_family(inner_table, f, ok, method, seed + 104729 + 1009 * j,
+                                        map_init=init,
+                                        **_with_starts(ikw, init, warm_map_starts))
                 if post is not None:
                     inner[f] = post
                 else:
@@ -416,6 +448,9 @@ def fit_auto(table: RunsTable, law: str = AUTO, targets: list[str] | None = None
     meta = {"method": method, "seed": seed, "families": list(families),
             "family_notes": notes, "stacking": evidence,
             "law_medians": {f: _medians(p) for f, p in fits.items()},
+            "inner_warm": ({"runs": sorted(set(table.run_keys()[~mask])),
+                            "medians": {f: _medians(p) for f, p in inner.items()}}
+                           if inner else None),
             "auto_seconds": round(time.perf_counter() - t0, 2)}
     return combine(fits, weights, seed=seed, meta=meta)
 

@@ -260,7 +260,7 @@ def test_fit_auto_with_one_family_fittable_and_equal_weight_fallback():
     assert "more than 17 observations" in post.meta["family_notes"]["joint"]
     assert set(post.meta["law_medians"]) == {"additive"}
     warm = warm_start_auto(post, DOMAINS3, 8)
-    assert warm["map_starts"] == 8 and set(warm["map_init_by_law"]) == {"additive"}
+    assert warm["warm_map_starts"] == 8 and set(warm["map_init_by_law"]) == {"additive"}
     with pytest.raises(Exception, match="more rows than parameters"):
         fit_auto(table.select(np.arange(len(table.frame)) < 8), method="map")
 
@@ -288,3 +288,21 @@ def test_stacking_recovers_the_family_that_generated_the_data():
     assert ev["elpd"]["joint"] > ev["elpd"]["additive"] + 10
     ad = fit_auto(_table(N, D, H), method="laplace", num_samples=200, num_chains=1)
     assert ad.meta["law_weights"]["web"]["additive"] >= 0.3, ad.meta["stacking"]
+
+
+def test_inner_fits_warm_start_only_from_fits_that_never_saw_the_held_out_runs():
+    """A campaign's next refit starts its fits below the held-out scale from the previous ones
+    when none of the runs held out now was among their rows; otherwise they start cold (a
+    start at a fit that saw a held-out run would leak it into the weights)."""
+    N, D, H = grid_design(6, [1e7, 3e7, 1e8, 3e8], [1e9], seed=4)
+    table = _table(N, D, H)
+    post = fit_auto(table, method="map", map_starts=4)
+    assert post.meta["stacking"]["web"]["split"]["inner_warm_start"] is False
+    warm = warm_start_auto(post, DOMAINS3, 4)
+    assert set(warm["inner_warm"]["init"]) == {"additive", "joint"}
+    again = fit_auto(table, method="map", map_starts=4, **warm)
+    assert again.meta["stacking"]["web"]["split"]["inner_warm_start"] is True
+    held = table.run_keys()[table.N == 3e8][0]
+    warm["inner_warm"]["runs"].append(held)   # as if the previous inner fit had seen it
+    cold = fit_auto(table, method="map", map_starts=4, **warm)
+    assert cold.meta["stacking"]["web"]["split"]["inner_warm_start"] is False
