@@ -254,9 +254,11 @@ def decision_state(posterior, N: float, D: float, target_weights=None,
     k = len(posterior.domains)
     lo_ = None if lo is None else jnp.asarray(lo, dtype=jnp.float64)
     hi_ = None if hi is None else jnp.asarray(hi, dtype=jnp.float64)
-    lstar_f, h_b, at_b = _level_optima(posterior.law, tuple(has_field), logn, logd, w, params_f,
-                                       fields, jnp.asarray(levels), field_pool(k, lo_, hi_),
-                                       jnp.full((k,), 1.0 / k), lo_, hi_)
+    # padded to a multiple of 4 levels (repeating r = 1) so few shapes are ever compiled
+    padded = np.concatenate([levels, np.ones((-len(levels)) % 4)])
+    lstar_f, h_b, at_b = (v[:len(levels)] for v in _level_optima(
+        posterior.law, tuple(has_field), logn, logd, w, params_f, fields, jnp.asarray(padded),
+        field_pool(k, lo_, hi_), jnp.full((k,), 1.0 / k), lo_, hi_))
     H_dec = np.concatenate([od["h_star"], od["h_bayes"][None], np.asarray(h_b)], axis=0)
     Lmat = _field_mean_matrix(posterior.law, params_f, fields, has_field, w, logn, logd, H_dec,
                               levels)                                              # (R, S, J)
