@@ -196,11 +196,13 @@ def compute_to_reach(df: pd.DataFrame, tol: float) -> float:
 
 def honesty(df: pd.DataFrame) -> dict:
     """Over every refit: the share where the true excess exceeds 3x (10x) the posterior's own
-    expected excess loss, and where the true h* lies outside its 90 % bounds."""
+    expected excess loss, where the true h* lies outside its 90 % bounds, and where the
+    calibration attached a mixture field."""
     return {"refits": len(df),
             "excess_over_3x_eel": float((df["excess_rel"] > 3 * df["eel_rel"]).mean()),
             "excess_over_10x_eel": float((df["excess_rel"] > 10 * df["eel_rel"]).mean()),
-            "hstar_outside_90": float(df["hstar_outside"].mean())}
+            "hstar_outside_90": float(df["hstar_outside"].mean()),
+            "with_field": float(df["field_ell"].notna().mean()) if "field_ell" in df else 0.0}
 
 
 def summarise(df: pd.DataFrame, tol: float = 1e-3) -> pd.DataFrame:

@@ -81,7 +81,15 @@ def summarise(root: Path, ks, laws) -> pd.DataFrame:
                 if p["honesty"]:
                     row[f"{s}_over3x_pct"] = 100 * p["honesty"]["excess_over_3x_eel"]
                     row[f"{s}_hout_pct"] = 100 * p["honesty"]["hstar_outside_90"]
+                    row[f"{s}_field_pct"] = 100 * p["honesty"]["with_field"]
                     row[f"{s}_refits"] = p["honesty"]["refits"]
+            if "field_ell" in df:  # decision's batches bought from a posterior with / without a field
+                g = df[df["strategy"] == "decision"].sort_values(["seed", "round"]).copy()
+                g["next_batch"] = g.groupby("seed")["batch_flops"].shift(-1)
+                has = g["field_ell"].notna()
+                for key, m in (("field", has), ("nofield", ~has)):
+                    b = g.loc[m, "next_batch"].dropna()
+                    row[f"decision_batch_flops_{key}"] = float(b.median()) if len(b) else None
             d = per.get("decision")
             for s in ("random", "grid", "random-cheap"):
                 if d and s in per:
