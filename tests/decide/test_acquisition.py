@@ -62,7 +62,7 @@ def test_scores_nonnegative_and_pending_duplicate_is_worth_less(post):
     best = int(np.argmax(sc))
     one = cand.subset([best])
     pending = outcome_loglik(st, fant, one.N, one.D, one.H)[0]
-    again = score_candidates(st, fant, one.N, one.D, one.H, pending_ll=pending)
+    again = score_candidates(st, fant, one.N, one.D, one.H, pending=pending)
     # once its outcome is pending, buying the same run again teaches strictly less
     assert again[0] < sc[best]
     picks = select_batch(st, cand, 4, fant)
