@@ -24,7 +24,6 @@ def init_values(law: Law, m: MapResult, data: ModelData) -> dict:
     vals["sigma"] = jnp.asarray(m.sigma)
     if data.n_groups:
         vals["tau"] = jnp.asarray(0.5 * m.sigma)
-        vals["u"] = jnp.zeros(data.n_groups)
     return vals
 
 
