@@ -49,7 +49,7 @@ from planner.decide.strategies import (
     DesignRequest,
     initial_options,
 )
-from planner.fit.dispatch import fit
+from planner.infer.dispatch import fit
 from planner.model.laws import get_law, scale_inputs
 from planner.model.runs import runs_from_frame
 

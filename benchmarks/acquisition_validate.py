@@ -21,9 +21,9 @@ from planner.core.jaxsetup import configure_jax
 
 configure_jax()  # float64 and the compilation cache, before JAX starts
 from planner.decide.acquisition import decision_state, make_fantasies, score_candidates
-from planner.decide.space import Space, sample_candidates
-from planner.fit.dispatch import fit
 from planner.decide.optimum import recommend
+from planner.decide.space import Space, sample_candidates
+from planner.infer.dispatch import fit
 from planner.model.runs import runs_from_frame
 
 TRUTH = {"E": 1.7, "C": [2.0, 4.0, 1.5], "g": [0.35, 0.6, 0.5], "A": 0.45, "a": 0.32, "B": 0.55, "b": 0.28}
@@ -32,6 +32,7 @@ TN, TD = 7e9, 1.5e11
 
 def main() -> None:
     import jax.numpy as jnp
+
     from planner.model.laws import get_law, scale_inputs
 
     ap = argparse.ArgumentParser()

@@ -35,7 +35,7 @@ from planner.decide.optimum import recommend
 from planner.decide.registry import propose
 from planner.decide.space import Space
 from planner.decide.strategies import DesignRequest
-from planner.fit.dispatch import fit
+from planner.infer.dispatch import fit
 from planner.model.runs import runs_from_frame
 
 DOMS = ["a", "b", "c"]

@@ -20,11 +20,16 @@ import numpy as np
 from planner.core.jaxsetup import configure_jax
 
 configure_jax()  # float64 and the compilation cache, before JAX starts
-from planner.decide.acquisition import decision_state, make_fantasies, score_candidates, select_batch
-from planner.decide.space import Space, sample_candidates
-from planner.fit.dispatch import fit
-from planner.model.laws import get_law, scale_inputs
 from planner.campaign.planner import warm_start
+from planner.decide.acquisition import (
+    decision_state,
+    make_fantasies,
+    score_candidates,
+    select_batch,
+)
+from planner.decide.space import Space, sample_candidates
+from planner.infer.dispatch import fit
+from planner.model.laws import get_law, scale_inputs
 from planner.model.runs import runs_from_frame
 
 

@@ -19,7 +19,7 @@ from scipy.stats import spearmanr
 from planner.core.jaxsetup import configure_jax
 
 configure_jax()  # float64 and the compilation cache, before JAX starts
-from planner.fit.dispatch import fit
+from planner.infer.dispatch import fit
 from planner.model.regmix import load_regmix
 from planner.model.runs import runs_from_frame
 

@@ -27,10 +27,10 @@ import numpy as np
 from planner.core.jaxsetup import configure_jax
 
 configure_jax()  # float64 and the compilation cache, before JAX starts
-from planner.calibrate.heldout import calibrate
 from planner.calibrate.checks import order_scores
-from planner.fit.dispatch import fit
+from planner.calibrate.heldout import calibrate
 from planner.decide.optimum import optimum_draws, recommend
+from planner.infer.dispatch import fit
 from planner.model.regmix import load_regmix
 from planner.model.runs import design_from_frame, runs_from_frame
 

@@ -28,10 +28,10 @@ import pandas as pd
 from planner.core.jaxsetup import configure_jax
 
 configure_jax()  # float64 and the compilation cache, before JAX starts
-from planner.decide.strategies import DesignRequest
-from planner.decide.space import Space
 from planner.decide.registry import propose
-from planner.fit.dispatch import fit
+from planner.decide.space import Space
+from planner.decide.strategies import DesignRequest
+from planner.infer.dispatch import fit
 from planner.model.laws import get_law
 from planner.model.regmix import load_regmix
 from planner.model.runs import runs_from_frame

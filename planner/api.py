@@ -16,7 +16,7 @@ from planner.calibrate.heldout import fit_with_discrepancy
 from planner.core.errors import InputError
 from planner.core.io import read_table, write_json_atomic
 from planner.decide import optimum
-from planner.fit.auto import fit_law, law_summary
+from planner.infer.auto import fit_law, law_summary
 from planner.model.laws import AUTO, LAW_CHOICES
 from planner.model.posterior import Posterior
 from planner.model.runs import load_runs
@@ -26,7 +26,7 @@ def fit_runs(runs, law: str = AUTO, targets=None, method: str = "nuts", out=None
              seed: int = 0, discrepancy: bool = False, **fit_kwargs) -> Posterior:
     """Load a runs table (path), fit ``law`` per target, save to ``out`` when given.
     law: additive, joint, or auto (every family, combined by stacking on the held-out largest
-    scale: ``planner.fit.auto``; its weights are in ``post.meta["law_weights"]``).
+    scale: ``planner.infer.auto``; its weights are in ``post.meta["law_weights"]``).
     discrepancy: also learn the model discrepancy by holding out the largest scale (one more
     fit, or one more combination for auto; ``calibrate.fit_with_discrepancy``)."""
     if law not in LAW_CHOICES:  # before reading the table: one line, exit 2

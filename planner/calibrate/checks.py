@@ -10,8 +10,8 @@ import numpy as np
 from planner.calibrate.heldout import calibrate, largest_scale_split
 from planner.core.errors import InputError
 from planner.decide.optimum import objective_draws
-from planner.fit.auto import AUTO, fit_auto
-from planner.fit.dispatch import fit
+from planner.infer.auto import AUTO, fit_auto
+from planner.infer.dispatch import fit
 from planner.model.runs import RunsTable
 
 log = logging.getLogger("planner.calibration")

@@ -8,7 +8,7 @@ recommendation: the report, ``recommendation.json`` (its ``warnings`` list), ``p
 What is checked, per target:
 
 - the sampler: max r_hat > 1.05, min bulk ESS < 100, more than 1 % divergent transitions
-  (``planner.fit.nuts.diagnostic_warnings``, for every method whose diagnostics report them);
+  (``planner.infer.nuts.diagnostic_warnings``, for every method whose diagnostics report them);
 - a Laplace fit whose posterior-mode search did not converge; a MAP fit (one point: the h*
   posterior has no spread and the expected excess loss is 0 by construction);
 - the model discrepancy: none attached (intervals and h* carry the law's parameter uncertainty
@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from planner.fit.nuts import diagnostic_warnings
+from planner.infer.nuts import diagnostic_warnings
 from planner.model.discrepancy import KIND_PRIOR
 
 # A calibrated 90 % interval should hold 80-97 % of held-out losses (docs/model.md); below 70 %
@@ -76,7 +76,7 @@ def _numeric(d: dict, keys) -> dict:
 
 
 def sampler_warnings(diagnostics: dict) -> list[str]:
-    """r_hat, ESS and divergence warnings (``planner.fit.nuts.diagnostic_warnings``) for any
+    """r_hat, ESS and divergence warnings (``planner.infer.nuts.diagnostic_warnings``) for any
     method whose diagnostics report them."""
     return list(diagnostic_warnings(_numeric(diagnostics or {}, (
         "r_hat_max", "ess_bulk_min", "divergence_rate", "divergences"))))

@@ -22,8 +22,8 @@ import time
 import numpy as np
 
 from planner.core.errors import FitError
-from planner.fit.auto import AUTO, fit_auto, law_of
-from planner.fit.dispatch import fit
+from planner.infer.auto import AUTO, fit_auto, law_of
+from planner.infer.dispatch import fit
 from planner.model import discrepancy as disc_mod
 from planner.model.laws import n_params, scale_inputs
 from planner.model.runs import RunsTable

@@ -34,14 +34,14 @@ from planner.campaign.executors import make_executor
 from planner.campaign.executors.base import check_trainer
 from planner.campaign.journal import JOURNAL, JournalLog
 from planner.campaign.ledger import Ledger
-from planner.campaign.lock import LOCK_NAME
+from planner.campaign.lock import LOCK_NAME, CampaignLock
 from planner.campaign.loop import LoopResult, run_loop
 from planner.campaign.observations import import_observations, read_results, spec_json
 from planner.campaign.planner import RECOMMENDATION, Planner, load_posterior
 from planner.campaign.store import open_campaign, open_existing, stored_config
 from planner.config.parse import coerce_config
 from planner.config.schema import CampaignConfig
-from planner.core.errors import InputError
+from planner.core.errors import InputError, LedgerError
 from planner.core.io import write_json_atomic
 from planner.core.types import RunStatus
 from planner.decide.registry import get_strategy
@@ -237,9 +237,6 @@ def add_recommendation_warnings(campaign_dir: str | Path, snapshot: int | None,
     and no planner is running (its lock is taken for the write, so a running planner's newer
     recommendation is never overwritten; it merges the report's cached held-out check itself
     when it writes one for the same snapshot). Returns whether the file was rewritten."""
-    from planner.campaign.lock import CampaignLock
-    from planner.core.errors import LedgerError
-
     d = Path(campaign_dir)
     p = d / RECOMMENDATION
     if not warnings or snapshot is None or not p.exists() or not Ledger.exists(d):

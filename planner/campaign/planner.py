@@ -47,8 +47,8 @@ from planner.decide.optimum import recommend
 from planner.decide.registry import propose
 from planner.decide.space import Proposal, Space
 from planner.decide.strategies import DesignRequest, initial_options
-from planner.fit.auto import fit_auto, law_summary, warm_start_auto
-from planner.fit.dispatch import fit
+from planner.infer.auto import fit_auto, law_summary, warm_start_auto
+from planner.infer.dispatch import fit
 from planner.model.laws import AUTO
 from planner.model.posterior import Posterior
 from planner.model.runs import runs_from_frame
@@ -167,7 +167,7 @@ def default_fitter(observations, cfg: CampaignConfig, seed: int, previous=None,
     table = runs_from_frame(observations, domains=list(cfg.domains), targets=targets)
     kw = dict(targets=targets, method=cfg.fit.method, seed=seed, num_warmup=cfg.fit.num_warmup,
               num_samples=cfg.fit.num_samples, num_chains=cfg.fit.num_chains)
-    if cfg.law == AUTO:  # every family, combined by held-out prediction (planner.fit.auto)
+    if cfg.law == AUTO:  # every family, combined by held-out prediction (planner.infer.auto)
         post = fit_auto(table, **kw, **warm_start_auto(previous, cfg.domains, WARM_MAP_STARTS))
     else:
         post = fit(table, law=cfg.law, **kw, **warm_start(previous, cfg))

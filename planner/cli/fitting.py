@@ -7,7 +7,7 @@ from pathlib import Path
 from planner.api import check_file, fit_runs, optimum_file, predict_file
 from planner.core.errors import InputError
 from planner.core.io import finite_json
-from planner.fit.options import FIT_METHODS, FitOptions
+from planner.infer.options import FIT_METHODS, FitOptions
 from planner.model.laws import AUTO, LAW_CHOICES
 from planner.model.regmix import load_regmix
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 
-from planner.fit.options import FIT_METHODS
+from planner.infer.options import FIT_METHODS
 from planner.report.build import build_report
 
 

@@ -26,7 +26,7 @@ from planner.core.errors import InputError
 from planner.core.types import flops
 from planner.decide.pool import load_pool
 from planner.decide.strategies import initial_options
-from planner.fit.options import FIT_METHODS
+from planner.infer.options import FIT_METHODS
 from planner.model.laws import LAW_CHOICES
 
 

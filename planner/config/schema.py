@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from planner.core.types import Target
-from planner.fit.options import FitOptions
+from planner.infer.options import FitOptions
 from planner.model.laws import AUTO, n_params
 
 EXECUTOR_KINDS = ("ray", "inprocess")
@@ -120,7 +120,7 @@ class ExecutorConfig:
 
 @dataclass(frozen=True)
 class FitConfig:
-    method: str = FitOptions.method  # one of FIT_METHODS (planner.fit.options)
+    method: str = FitOptions.method  # one of FIT_METHODS (planner.infer.options)
     num_warmup: int = FitOptions.num_warmup
     num_samples: int = FitOptions.num_samples
     num_chains: int = FitOptions.num_chains
@@ -148,7 +148,7 @@ class CampaignConfig:
     budget: BudgetConfig
     trainer: TrainerConfig
     # the law family: additive, joint, or auto (every mixture family, combined by stacking on
-    # the held-out largest scale: planner.fit.auto); auto when the user does not know which holds
+    # the held-out largest scale: planner.infer.auto); auto when the user does not know which holds
     law: str = AUTO
     batch_size: int = 4
     acquisition: AcquisitionConfig = field(default_factory=AcquisitionConfig)

@@ -158,7 +158,7 @@ def nested_joint_params(additive_params: dict) -> dict:
 
 # ---------------------------------------------------------------------------------- law: auto
 # ``law: auto`` fits every mixture family below and combines them by held-out predictive
-# performance (``planner.fit.auto``). The combination is represented inside SUPER_FAMILY: each
+# performance (``planner.infer.auto``). The combination is represented inside SUPER_FAMILY: each
 # family registers an exact embedding of its parameters into the super-family's, so a combined
 # posterior is an ordinary posterior of that law whose draws come from several families. A law
 # added later joins ``auto`` by registering its embedding here (if it is more general than the

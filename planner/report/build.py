@@ -40,7 +40,7 @@ from typing import Callable
 
 from planner.core.errors import InputError
 from planner.core.io import write_text_atomic
-from planner.fit.options import FIT_METHODS
+from planner.infer.options import FIT_METHODS
 from planner.report.context import REPORT_NAME, SECTIONS, Context
 from planner.report.html import CSS, esc
 from planner.report.sections import (

@@ -24,8 +24,7 @@ from planner.report.html import (
     para,
     warn_list,
 )
-from planner.report.progress import discrepancy_line
-from planner.report.progress import format_law_weights
+from planner.report.progress import discrepancy_line, format_law_weights
 
 log = logging.getLogger("planner.report")
 

@@ -24,7 +24,7 @@ from planner.calibrate.heldout import (
     fit_with_discrepancy,
     largest_scale_split,
 )
-from planner.fit.batched import batched_nuts, posterior_from_draws
+from planner.infer.batched import batched_nuts, posterior_from_draws
 from planner.model import discrepancy as dm
 from planner.model.laws import get_law, scale_inputs
 from planner.model.numpyro_model import (
@@ -302,7 +302,7 @@ def test_holdout_check_fits_the_right_rows_and_reports_both(fake_fit):
 
 def test_calibrate_one_scale_uses_the_prior_and_says_so(fake_fit):
     t = _sim_table(Ns=(1e8,), Ds=(1e9,))
-    from planner.fit import dispatch as inference
+    from planner.infer import dispatch as inference
     post = inference.fit(t, "additive", method="map")
     post = calibrate(post, t)
     assert len(fake_fit) == 1  # nothing to hold out: no inner fit
@@ -342,7 +342,7 @@ def test_cli_check_prints_the_report(fake_fit, tmp_path, capsys):
 
 def test_failed_inner_fit_falls_back_to_the_prior(fake_fit, monkeypatch):
     from planner.core.errors import FitError
-    from planner.fit import dispatch as inference
+    from planner.infer import dispatch as inference
 
     t = _sim_table()
     post = inference.fit(t, "additive", method="map")

@@ -95,7 +95,7 @@ def test_holdout_check_and_discrepancy_with_law_auto(runs_csv):
     assert t["n_heldout"] == 12 and np.isfinite(t["with_discrepancy"]["mean_relative_error"])
     # the calibration's inner fit was a combination too: its evidence names its own split
     from planner.calibrate.heldout import calibrate
-    from planner.fit.auto import fit_auto
+    from planner.infer.auto import fit_auto
 
     post = fit_auto(table, method="map", map_starts=4)
     cal = calibrate(post, table, method="map", map_starts=4)

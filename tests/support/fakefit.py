@@ -1,4 +1,4 @@
-"""A stand-in for ``planner.fit.dispatch.fit`` for tests of what happens around a fit (campaign
+"""A stand-in for ``planner.infer.dispatch.fit`` for tests of what happens around a fit (campaign
 bookkeeping, import, caps, the report): a real ``Posterior`` whose draws scatter around the
 synthetic trainer's true parameters, shrinking as runs accumulate, with two "chains" in an
 ArviZ InferenceData and sampler diagnostics computed by ArviZ. A real MAP fit costs minutes on
@@ -65,7 +65,7 @@ def fake_fit(table, law: str = "additive", targets=None, method: str = "nuts", s
 
 
 # modules that call ``fit`` (imported by name): a test replaces it in each of them
-FIT_CONSUMERS = ("planner.fit.dispatch", "planner.calibrate.heldout", "planner.calibrate.checks",
+FIT_CONSUMERS = ("planner.infer.dispatch", "planner.calibrate.heldout", "planner.calibrate.checks",
                  "planner.campaign.planner")
 
 

@@ -2,9 +2,9 @@
 
 ``map``     the paper's fit: Huber loss on log-loss residuals, random starts, L-BFGS (a point).
 ``laplace`` Gaussians at the conditional modes along log sigma, the noise scale integrated out,
-            moved by Metropolis steps (``planner.fit.laplace``): draws in seconds.
+            moved by Metropolis steps (``planner.infer.laplace``): draws in seconds.
 ``nuts``    NumPyro NUTS started at the posterior mode with a dense mass matrix
-            (``planner.fit.nuts``): the full posterior, with r_hat, ESS and divergences.
+            (``planner.infer.nuts``): the full posterior, with r_hat, ESS and divergences.
 """
 from __future__ import annotations
 

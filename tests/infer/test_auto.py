@@ -7,7 +7,7 @@ import pytest
 from scipy import stats
 
 from planner.decide.optimum import optimum_draws, recommend
-from planner.fit.auto import (
+from planner.infer.auto import (
     MIN_HELDOUT_RUNS,
     combine,
     fit_auto,

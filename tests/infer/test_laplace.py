@@ -5,9 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from planner.fit.dispatch import fit
-from planner.fit.laplace import _newton, _rejuvenate
-from planner.fit.mode import make_moves
+from planner.infer.dispatch import fit
+from planner.infer.laplace import _newton, _rejuvenate
+from planner.infer.mode import make_moves
 from planner.model.runs import runs_from_frame
 from tests.support.sim import TRUE_JOINT, grid_design, simulate
 
@@ -44,7 +44,7 @@ class _GaussianMode:
     """A Mode whose potential is a known Gaussian's, with the compiled moves of a real one."""
 
     def __init__(self, prec):
-        from planner.fit.mode import Mode
+        from planner.infer.mode import Mode
 
         self.prec = jnp.asarray(prec)
         pot = lambda flat, dyn, y: 0.5 * flat @ self.prec @ flat  # noqa: E731

@@ -4,7 +4,7 @@
          the prior, then basin-hopping L-BFGS from the best starts. Also initialises NUTS.
 ``laplace`` Gaussians at the posterior's conditional modes along log sigma, the noise scale
          integrated out on a grid (INLA-style; same model, priors and run effect as NUTS),
-         importance-resampled and then moved by Metropolis steps (``planner.fit.laplace``): draws in
+         importance-resampled and then moved by Metropolis steps (``planner.infer.laplace``): draws in
          seconds, for the loop's intermediate refits and for acquisition studies.
 ``nuts`` (default) NumPyro NUTS on ``model.mixture_model``: chains start at the posterior mode
          (found by L-BFGS from the Huber fit) with the inverse Hessian there as a dense mass
@@ -19,16 +19,16 @@ import time
 import numpy as np
 
 from planner.core.errors import FitError, InputError
-from planner.fit.laplace import fit_laplace
-from planner.fit.map import fit_map
-from planner.fit.nuts import (
+from planner.infer.laplace import fit_laplace
+from planner.infer.map import fit_map
+from planner.infer.nuts import (
     diagnostic_warnings,
     fit_nuts,
     init_values,
     nuts_diagnostics,
     to_arviz,
 )
-from planner.fit.options import FIT_METHODS, FitOptions
+from planner.infer.options import FIT_METHODS, FitOptions
 from planner.model.laws import get_law
 from planner.model.numpyro_model import pad_observations
 from planner.model.posterior import Posterior, TargetPosterior

@@ -5,7 +5,7 @@ import pytest
 
 from planner.core.errors import InputError
 from planner.decide.optimum import recommend
-from planner.fit.dispatch import fit
+from planner.infer.dispatch import fit
 from planner.model.laws import get_law
 from planner.model.runs import runs_from_frame
 from tests.support.sim import TRUE_ADDITIVE, TRUE_JOINT, as_jax, grid_design, simulate
@@ -141,7 +141,7 @@ def test_mode_search_falls_back_to_the_prior_median_from_an_invalid_start():
     search restarts from the prior median (this path once failed on a wrong import)."""
     import jax
 
-    from planner.fit.mode import posterior_mode
+    from planner.infer.mode import posterior_mode
     from planner.model.numpyro_model import pad_observations
 
     N, D, H = grid_design(6, NS, DS, seed=21)
@@ -166,9 +166,9 @@ def test_mode_search_escapes_a_degenerate_huber_start():
     import jax
     import pandas as pd
 
-    from planner.fit.map import fit_map
-    from planner.fit.mode import posterior_mode
-    from planner.fit.nuts import init_values
+    from planner.infer.map import fit_map
+    from planner.infer.mode import posterior_mode
+    from planner.infer.nuts import init_values
     from planner.model.numpyro_model import pad_observations
 
     df = pd.read_csv(Path(__file__).resolve().parents[1] / "fixtures" / "quickstart_first10.csv")

@@ -57,10 +57,10 @@ import numpy as np
 from scipy.special import gammaln, logsumexp
 
 from planner.core.errors import FitError, InputError
-from planner.fit import (
+from planner.infer import (
     dispatch,  # by module: test doubles that replace dispatch.fit apply here
 )
-from planner.fit.options import FitOptions
+from planner.infer.options import FitOptions
 from planner.model.laws import (
     AUTO,
     LAW_CHOICES,
@@ -457,7 +457,7 @@ def fit_auto(table: RunsTable, law: str = AUTO, targets: list[str] | None = None
 
 def fit_law(table: RunsTable, law: str = AUTO, targets: list[str] | None = None,
             method: str = FitOptions.method, seed: int = 0, **kwargs) -> Posterior:
-    """``fit`` for any law name, ``auto`` (the default) included: the public ``planner.fit``.
+    """``fit`` for any law name, ``auto`` (the default) included: the public ``planner.infer``.
     Other keywords as ``dispatch.fit`` (num_warmup, num_samples, num_chains, map_starts, ...)."""
     kwargs.update(targets=targets, method=method, seed=seed)
     if law not in LAW_CHOICES:
@@ -468,7 +468,7 @@ def fit_law(table: RunsTable, law: str = AUTO, targets: list[str] | None = None,
     return dispatch.fit(table, law=law, **kwargs)
 
 
-fit = fit_law  # ``planner.fit``
+fit = fit_law  # ``planner.infer``
 
 
 def law_summary(posterior) -> dict:

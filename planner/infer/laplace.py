@@ -31,7 +31,7 @@ from scipy import optimize
 from scipy.stats import chi2
 
 from planner.core.errors import FitError
-from planner.fit.mode import (
+from planner.infer.mode import (
     MOVE_CHUNK,
     Mode,
     minimize_potential,

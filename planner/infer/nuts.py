@@ -6,8 +6,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from planner.fit.map import MapResult
-from planner.fit.mode import posterior_mode, site_offsets
+from planner.infer.map import MapResult
+from planner.infer.mode import posterior_mode, site_offsets
 from planner.model.laws import Law
 from planner.model.numpyro_model import (
     ModelData,
