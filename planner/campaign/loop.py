@@ -126,9 +126,10 @@ def run_loop(planner: Planner, executor, progress=None, poll_s: float = 0.5) -> 
 
     def dispatch(run: RunRecord):
         attempt = run.attempts + 1
+        # in_flight first: an interrupt during mark_dispatched or submit still releases the run
+        in_flight[run.run_id] = attempt
         ledger.mark_dispatched(run.run_id, attempt)
         executor.submit(run.spec(), attempt)
-        in_flight[run.run_id] = attempt
 
     requeued = ledger.requeue_interrupted()
     if requeued:

@@ -110,9 +110,10 @@ def test_status_agrees_with_fit_and_optimum_on_the_same_runs(tmp_path, capsys):
         (fitted["expected_excess_loss"], rec["expected_excess_loss"], tol_eel)
 
     # what used to happen: the campaign's posterior without the discrepancy (the law's
-    # parameter uncertainty only) reports a far smaller expected excess loss, which this
-    # tolerance tells apart from planner fit's
+    # parameter uncertainty only) reports a far smaller expected excess loss. The per-draw
+    # excess is heavy-tailed, so the 4-sd tolerance above can be wider than the law-only value
+    # itself (8.5 against 1.1 in one run); the law-only value is told apart by its ratio.
     bare = recommend(snap, TARGET["N"], TARGET["D"], {"a": 1.0}, mixture_field=False)
     assert rec["mixture_discrepancy_targets"] == 1
-    assert abs(fitted["expected_excess_loss"] - bare["expected_excess_loss"]) > tol_eel
     assert bare["expected_excess_loss"] < rec["expected_excess_loss"] / 10
+    assert bare["expected_excess_loss"] < fitted["expected_excess_loss"] / 10
