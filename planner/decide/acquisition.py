@@ -6,28 +6,36 @@ the posterior carries a mixture discrepancy, its own random field f_s(h) at the 
 (``discrepancy.mixture_field``, amplitude a_s proportional to the distance from the target to
 the nearest observed run), and a field amplitude ratio r in (0, 1] (1: the runs observed now),
 
-    EEL_r(w) = sum_s w_s L_s,r(h_j*) - sum_s w_s L*_s,r,    j* = argmin_j sum_s w_s Lbar_s,r(h_j),
-
     L_s,r(h)    = sum_t c_t L_ts(h) exp(r f_ts(h))          (the draw's objective)
     Lbar_s,r(h) = sum_t c_t L_ts(h) exp(r^2 a_ts^2 / 2)     (its expectation over the field)
-    L*_s,r      = min_h L_s,r(h)                             (the draw's own optimum)
 
-The choice j* uses the field's expectation because no decision can see a draw's field (choosing
-on the sampled fields would let the minimum over decisions chase their Monte Carlo noise); the
-excess is then valued on the sampled fields, paired with L*_s,r, so it is >= 0 draw by draw. The
-decisions {h_j} are the draws' law-only optima, the law-only Bayes choice and the Bayes choice
-at each precomputed ratio (a Bayes choice under reweighted draws is a reweighted law-only
-problem). With uniform w and r = 1 this is ``recommend``'s expected excess loss, the quantity
+    EEL_r(w) = min_j sum_s w_s Lbar_s,r(h_j) - sum_s w_s min_j Lbar_s,r(h_j)  +  F_r
+               (the law's share: reweighted by a run's outcome)               (the field's)
+
+The law's share chooses on the field's expectation because no decision can see a draw's field
+(choosing on sampled fields would let the minimum over decisions chase their Monte Carlo
+noise). The decisions {h_j} are the draws' law-only optima, the law-only Bayes choice and the
+Bayes choice h_B,r at each precomputed ratio (a Bayes choice under reweighted draws solves a
+reweighted law-only problem). F_r is the rest of the total at uniform weights,
+
+    F_r = E_s[L_s,r(h_B,r) - min_h L_s,r(h)] - (the law's share at uniform weights),
+
+the first term on each draw's sampled field, as ``recommend`` computes the expected excess loss.
+It is a constant per ratio: the fields are independent of the law's parameters, so a run's
+outcome, which reweights the parameters, cannot tell which field is the true one (averaging the
+fields' share over the draws removes their Monte Carlo noise from the differences between
+candidates). With uniform w and r = 1 this is ``recommend``'s expected excess loss, the quantity
 the campaign's stopping rule compares with its tolerance. Without a field (no discrepancy, or a
-white one) every ratio gives the same matrices and this is the law's parameter uncertainty
-alone: the shared part of the discrepancy multiplies every mixture's loss by the same factor and
-the white mixture-specific part is independent between mixtures, so neither favours one
-mixture over another, and a run that narrows them does not change the decision.
+white one) there is one level, F = 0, and this is the law's parameter uncertainty alone: the
+shared part of the discrepancy multiplies every mixture's loss by the same factor and the white
+mixture-specific part is independent between mixtures, so neither favours one mixture over
+another, and a run that narrows them does not change the decision. Amplitudes are capped at
+``AMP_MAX`` (see there).
 
 Everything at the target (N*, D*) is precomputed once per planning step, for a few ratios r
-(``RATIO_LEVELS`` = 8 levels r = 1/8, ..., 1, or those a candidate set needs): Lmat (R, S, J),
-Lchoice (R, S, J) and L* (R, S); the fields are linear in their amplitude, so level r scales
-each stored field by r (common random numbers across levels).
+(``RATIO_LEVELS`` = 8 levels r = 1/8, ..., 1, or those a candidate set needs): Lmat (R, S, J)
+(Lbar at the decisions), L* (R, S) and F (R,); the fields are linear in their amplitude, so
+level r scales each stored field by r (common random numbers across levels).
 
 A candidate run x = (N, D, h) is scored by simulating its outcome y from the posterior
 predictive (M fantasies with common random numbers: fantasy m comes from draw s_m with noise
@@ -105,6 +113,16 @@ CHUNK = 500
 # ratio is rounded up to the next level, so it is credited with at most what it earns; 8 levels
 # cost 8 per-draw optimisations with the field (about 1 s each for 256 draws on 2 cores)
 RATIO_LEVELS = 8
+
+
+# a draw's field amplitude (sd on log-loss) is capped here. The choice weighs draws by the field's
+# mean factor exp(a^2 / 2), which overflows float64 beyond a ~ 37 and, well before that, is set by
+# field values no sample shows (the field's share, measured on sampled fields, then comes out
+# negative). A calibration resting on one held-out run gave s1 = 0.31 with log-sd 0.97 at 10
+# e-folds in the study, tail draws far beyond the cap. An amplitude of 3 means errors of e^3 on
+# the loss; a slope of 0.02 per e-fold with the prior log-sd 1 at 10 e-folds stays below it
+# even in its 1-in-256 tail
+AMP_MAX = 3.0
 
 
 # --------------------------------------------------------------------------------------------
@@ -248,6 +266,8 @@ def decision_state(posterior, N: float, D: float, target_weights=None,
         eel = float(_eel(uniform, Lmat[0], Lstar[0]))
         return DecisionState(posterior.law, targets, params, sigma, Lmat, Lstar, jnp.zeros(1),
                              H_dec, np.ones(1), dist_now, (float(N), float(D)), eel, False)
+    fields = [{**fd, "amp": jnp.minimum(fd["amp"], AMP_MAX)} if on else fd
+              for fd, on in zip(fields, has_field)]
     levels = ratio_levels(np.arange(1, RATIO_LEVELS + 1) / RATIO_LEVELS if ratios is None
                           else ratios)
     levels = np.unique(np.concatenate([levels, [1.0]]))
@@ -411,11 +431,12 @@ def select_batch(state: DecisionState, cand: Candidates, q: int, fant: Fantasies
     spent = 0.0
     for _ in range(q):
         sc = np.asarray(scorer(state, fant, cand.N, cand.D, cand.H, base), dtype=float)
+        sc[np.isnan(sc)] = -np.inf  # a broken score never wins (nor stops the batch)
         sc[[i for i, _ in chosen]] = -np.inf
         if max_flops is not None:
             sc[cand.flops() > max_flops - spent] = -np.inf
         i = int(np.argmax(sc))
-        if not np.isfinite(sc[i]) or sc[i] <= 0:
+        if not sc[i] > 0:
             break
         chosen.append((i, float(sc[i])))
         spent += float(cand.flops()[i])

@@ -212,3 +212,20 @@ def test_decision_strategy_with_a_field(corner):
     assert len(props) == 2
     assert all(p.strategy == "decision" for p in props)
     assert min(p.info["field_ratio"] for p in props) < 1  # it buys a run nearer the target
+
+
+def test_an_absurd_field_still_gives_finite_scores(corner):
+    # the study met a calibration on one held-out run with s1 = 0.31 and log-sd 0.97: at 10
+    # e-folds some draws' amplitudes overflow exp(a^2 / 2). Capped (AMP_MAX), the matrices stay
+    # finite, the field's share grows with the ratio, and the batch is chosen by score (the
+    # nearest affordable runs), not left to the space-filling filler
+    st = decision_state(_with_discrepancy(corner, 0.31, log_sd=0.97), TN, TD,
+                        ratios=[0.5, 0.75])
+    assert np.isfinite(np.asarray(st.Lmat)).all() and np.isfinite(st.eel_now)
+    assert np.all(np.diff(np.asarray(st.field_eel)) > 0)
+    cand = sample_candidates(SPACE, 200, seed=0, faces=0.2)
+    fant = make_fantasies(st, 16, seed=0)
+    sc = score_candidates(st, fant, cand.N, cand.D, cand.H)
+    assert np.isfinite(sc).all() and (sc >= 0).all()
+    picks = select_batch(st, cand, 2, fant)
+    assert len(picks) == 2 and st.ratio(cand.N[[picks[0][0]]], cand.D[[picks[0][0]]])[0] < 1
