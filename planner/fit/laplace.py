@@ -35,6 +35,7 @@ from planner.fit.mode import (
     MOVE_CHUNK,
     Mode,
     minimize_potential,
+    newton,
     posterior_mode,
     site_offsets,
 )
@@ -62,9 +63,6 @@ MOVE_STEPS = 1000      # random-walk Metropolis steps per draw at most (see _rej
 MOVE_SETTLED = 0.02    # the cloud has settled when its mean log sd grew less in 2 chunks
 
 
-NEWTON_ITERS = 40      # damped Newton steps per conditional mode (warm-started: a few are used)
-
-
 @dataclass
 class Cell:
     """The Gaussian of the other coordinates at one value of s = log sigma."""
@@ -76,38 +74,6 @@ class Cell:
     V: np.ndarray           # its eigenvectors
     log_marginal: float     # -value - 1/2 log det
     wq: np.ndarray | None = None  # the proposal's curvatures along V (secants; see _secants)
-
-
-def _newton(vg, hess, r0, iters: int = NEWTON_ITERS):
-    """Damped Newton from ``r0`` with the Hessian's eigenvalues made positive (a saddle is
-    stepped off, not towards): (r, value, Hessian at r), or (r0, inf, None) when the start is
-    not finite. Warm-started from a neighbouring cell it converges in a few steps, where L-BFGS
-    needed hundreds on these ill-conditioned posteriors (curvatures from 0.7 to 5e6)."""
-    r = np.asarray(r0, float)
-    v, g = vg(r)
-    if not (np.isfinite(v) and np.all(np.isfinite(g))):
-        return r, np.inf, None
-    H = hess(r)
-    for _ in range(iters):
-        w, V = np.linalg.eigh(0.5 * (H + H.T))
-        if not np.all(np.isfinite(w)):
-            break
-        w = np.maximum(np.abs(w), 1e-10 * max(np.abs(w).max(), 1e-300))
-        step = -V @ ((V.T @ g) / w)
-        t, moved = 1.0, False
-        while t > 1e-6:
-            v_new, g_new = vg(r + t * step)
-            if np.isfinite(v_new) and v_new <= v + 1e-4 * t * float(g @ step):
-                moved = True
-                break
-            t /= 2
-        if not moved:
-            break
-        r, dv, v, g = r + t * step, v - v_new, v_new, g_new
-        H = hess(r)
-        if dv < 1e-10 * (1 + abs(v)) and np.max(np.abs(g)) < 1e-6:
-            break
-    return r, v, H
 
 
 class SigmaMarginal:
@@ -134,7 +100,7 @@ class SigmaMarginal:
         def hess(r):
             return np.delete(np.delete(mode.hessian_at(np.insert(r, j, s)), j, 0), j, 1)
 
-        r, v, H = _newton(vg, hess, r0)
+        r, v, H = newton(vg, hess, r0)
         if H is None:  # Newton could not move (a non-finite start): L-BFGS, then its Hessian
             r, v, _ = minimize_potential(vg, r0, COND_MAXITER)
             H = hess(r) if np.isfinite(v) else None
