@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from planner.api import check_file, fit_runs, optimum_file, predict_file
@@ -35,11 +36,17 @@ def _positive(name: str, value: float) -> float:
     return value
 
 
+def _on_terminal() -> bool:
+    """Draw fit progress (target, phase, chains, ETA) on stderr only when it is a terminal."""
+    return bool(getattr(sys.stderr, "isatty", lambda: False)())
+
+
 def cmd_fit(args) -> int:
     targets = [t.strip() for t in args.targets.split(",")] if args.targets else None
     post = fit_runs(args.runs, law=args.law, targets=targets, method=args.method, out=args.out,
                     seed=args.seed, num_warmup=args.warmup, num_samples=args.samples,
-                    num_chains=args.chains, discrepancy=not args.no_discrepancy)
+                    num_chains=args.chains, discrepancy=not args.no_discrepancy,
+                    progress=_on_terminal())
     for t in post.targets:
         d = post[t].diagnostics
         msg = f"{t}: {d.get('method')} fit on {d.get('n_obs')} observations in {d.get('seconds', 0):.1f} s"
@@ -76,7 +83,8 @@ def cmd_optimum(args) -> int:
 
 def cmd_check(args) -> int:
     report = check_file(args.runs, law=args.law, targets=args.targets, method=args.method,
-                        seed=args.seed, num_warmup=args.warmup, num_samples=args.samples)
+                        seed=args.seed, num_warmup=args.warmup, num_samples=args.samples,
+                        progress=_on_terminal())
     print(json.dumps(finite_json(report), indent=1, allow_nan=False))  # NaN -> null
     return 0
 
@@ -102,9 +110,9 @@ def _fit_options(p):
     p.add_argument("--method", default=FitOptions.method, choices=FIT_METHODS)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--warmup", type=int, default=FitOptions.num_warmup,
-                   help="NUTS warm-up draws per chain")
+                   help="NUTS warm-up iterations per chain")
     p.add_argument("--samples", type=int, default=FitOptions.num_samples,
-                   help="draws per chain")
+                   help="draws kept per chain")
     p.add_argument("--chains", type=int, default=FitOptions.num_chains)
 
 

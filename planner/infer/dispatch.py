@@ -6,10 +6,15 @@
          integrated out on a grid (INLA-style; same model, priors and run effect as NUTS),
          importance-resampled and then moved by Metropolis steps (``planner.infer.laplace``): draws in
          seconds, for the loop's intermediate refits and for acquisition studies.
-``nuts`` (default) NumPyro NUTS on ``model.mixture_model``: chains start at the posterior mode
-         (found by L-BFGS from the Huber fit) with the inverse Hessian there as a dense mass
-         matrix for the law parameters, which the short warm-up then adapts. r_hat, ESS and
-         divergences are reported, and a warning is logged when they are bad.
+``nuts`` (default) NumPyro NUTS on ``model.mixture_model`` (run effects integrated out):
+         chains start around the posterior mode (found by L-BFGS from the Huber fit) and move in
+         coordinates where the identified level and slopes are coordinates
+         (``planner.infer.coords``), with the inverse Hessian there as a dense mass matrix, which
+         the warm-up's second stage replaces by the covariance of its first stage's draws.
+         r_hat, ESS and divergences are reported, and a warning is logged when they are bad.
+
+Each phase of a fit logs one line (``planner.inference``, INFO); with ``progress`` a status line
+(target, phase, chains, ETA) is drawn on stderr while it runs (``planner.infer.progress``).
 """
 from __future__ import annotations
 
@@ -29,6 +34,7 @@ from planner.infer.nuts import (
     to_arviz,
 )
 from planner.infer.options import FIT_METHODS, FitOptions
+from planner.infer.progress import reporter_for
 from planner.model.laws import get_law
 from planner.model.numpyro_model import pad_observations
 from planner.model.posterior import Posterior, TargetPosterior
@@ -44,10 +50,14 @@ def fit(table: RunsTable, law: str = "additive", targets: list[str] | None = Non
         method: str = FitOptions.method, seed: int = 0,
         num_warmup: int = FitOptions.num_warmup, num_samples: int = FitOptions.num_samples,
         num_chains: int = FitOptions.num_chains, map_starts: int = FitOptions.map_starts,
-        progress: bool = False,
+        progress=False,
         run_effect: bool | None = None,
         map_init: dict | None = None) -> Posterior:
     """Fit ``law`` to each target of ``table``; return a ``Posterior`` (one per target).
+
+    progress: True draws a status line (target, phase, chains, ETA) on stderr while fitting;
+    a ``planner.infer.progress.Reporter`` draws where it says. Every phase logs one INFO line
+    either way.
 
     discrepancy: also learn the model-discrepancy term by holding out the largest scale
     (``planner.calibration.calibrate``; one extra fit), so predictions away from the data carry
@@ -62,6 +72,7 @@ def fit(table: RunsTable, law: str = "additive", targets: list[str] | None = Non
         if t not in table.targets:
             raise InputError(f"unknown target {t!r}; the table has {', '.join(table.targets)}")
     k = len(table.domains)
+    reporter = reporter_for(progress)
     per_target = {}
     for i, t in enumerate(targets):
         obs = table.observations(t)
@@ -71,11 +82,13 @@ def fit(table: RunsTable, law: str = "additive", targets: list[str] | None = Non
                              f"{n_par} parameters; need more rows than parameters")
         data = pad_observations(obs, run_effect=run_effect)
         t0 = time.perf_counter()
-        m = fit_map(lw, data, seed=seed + 7919 * i, starts=map_starts,
-                    init=(map_init or {}).get(t))
+        with reporter.phase(t, "Huber fit", chains=f"{map_starts} starts") as ph:
+            m = fit_map(lw, data, seed=seed + 7919 * i, starts=map_starts,
+                        init=(map_init or {}).get(t))
+            ph.summary = f"{len(obs)} observations, objective {m.objective:.6g}"
         if method == "laplace":
             s, diag = fit_laplace(lw, data, seed + 7919 * i, init_values(lw, m, data),
-                                  num_samples * num_chains)
+                                  num_samples * num_chains, reporter=reporter, target=t)
             draws = {p.name: s[p.name] for p in lw.params}
             draws["sigma"] = s["sigma"]
             if "tau" in s:
@@ -87,16 +100,12 @@ def fit(table: RunsTable, law: str = "additive", targets: list[str] | None = Non
             diag = {"method": "map", "huber_objective": m.objective}
             idata = None
         else:
-            mcmc = fit_nuts(lw, data, seed + 7919 * i, m, num_warmup, num_samples, num_chains,
-                            progress)
-            s = mcmc.get_samples()
-            draws = {p.name: np.asarray(s[p.name]) for p in lw.params}
-            draws["sigma"] = np.asarray(s["sigma"])
-            if "tau" in s:
-                draws["tau"] = np.asarray(s["tau"])
-            diag = nuts_diagnostics(mcmc, lw, num_samples, num_chains)
+            run = fit_nuts(lw, data, seed + 7919 * i, m, num_warmup, num_samples, num_chains,
+                           reporter=reporter, target=t)
+            draws = {kk: v.reshape((-1,) + v.shape[2:]) for kk, v in run.samples.items()}
+            diag = nuts_diagnostics(run, lw)
             diag["method"] = "nuts"
-            idata = to_arviz(mcmc, lw, table.domains)
+            idata = to_arviz(run, lw, table.domains)
             for w in diagnostic_warnings(diag):
                 log.warning("target %s: %s", t, w)
         bad = [kk for kk, v in draws.items() if not np.all(np.isfinite(v))]

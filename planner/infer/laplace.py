@@ -35,9 +35,11 @@ from planner.infer.mode import (
     MOVE_CHUNK,
     Mode,
     minimize_potential,
+    newton,
     posterior_mode,
     site_offsets,
 )
+from planner.infer.progress import Reporter
 from planner.model.laws import Law
 from planner.model.numpyro_model import ModelData, mixture_model
 
@@ -62,9 +64,6 @@ MOVE_STEPS = 1000      # random-walk Metropolis steps per draw at most (see _rej
 MOVE_SETTLED = 0.02    # the cloud has settled when its mean log sd grew less in 2 chunks
 
 
-NEWTON_ITERS = 40      # damped Newton steps per conditional mode (warm-started: a few are used)
-
-
 @dataclass
 class Cell:
     """The Gaussian of the other coordinates at one value of s = log sigma."""
@@ -76,38 +75,6 @@ class Cell:
     V: np.ndarray           # its eigenvectors
     log_marginal: float     # -value - 1/2 log det
     wq: np.ndarray | None = None  # the proposal's curvatures along V (secants; see _secants)
-
-
-def _newton(vg, hess, r0, iters: int = NEWTON_ITERS):
-    """Damped Newton from ``r0`` with the Hessian's eigenvalues made positive (a saddle is
-    stepped off, not towards): (r, value, Hessian at r), or (r0, inf, None) when the start is
-    not finite. Warm-started from a neighbouring cell it converges in a few steps, where L-BFGS
-    needed hundreds on these ill-conditioned posteriors (curvatures from 0.7 to 5e6)."""
-    r = np.asarray(r0, float)
-    v, g = vg(r)
-    if not (np.isfinite(v) and np.all(np.isfinite(g))):
-        return r, np.inf, None
-    H = hess(r)
-    for _ in range(iters):
-        w, V = np.linalg.eigh(0.5 * (H + H.T))
-        if not np.all(np.isfinite(w)):
-            break
-        w = np.maximum(np.abs(w), 1e-10 * max(np.abs(w).max(), 1e-300))
-        step = -V @ ((V.T @ g) / w)
-        t, moved = 1.0, False
-        while t > 1e-6:
-            v_new, g_new = vg(r + t * step)
-            if np.isfinite(v_new) and v_new <= v + 1e-4 * t * float(g @ step):
-                moved = True
-                break
-            t /= 2
-        if not moved:
-            break
-        r, dv, v, g = r + t * step, v - v_new, v_new, g_new
-        H = hess(r)
-        if dv < 1e-10 * (1 + abs(v)) and np.max(np.abs(g)) < 1e-6:
-            break
-    return r, v, H
 
 
 class SigmaMarginal:
@@ -134,7 +101,7 @@ class SigmaMarginal:
         def hess(r):
             return np.delete(np.delete(mode.hessian_at(np.insert(r, j, s)), j, 0), j, 1)
 
-        r, v, H = _newton(vg, hess, r0)
+        r, v, H = newton(vg, hess, r0)
         if H is None:  # Newton could not move (a non-finite start): L-BFGS, then its Hessian
             r, v, _ = minimize_potential(vg, r0, COND_MAXITER)
             H = hess(r) if np.isfinite(v) else None
@@ -217,15 +184,20 @@ class SigmaMarginal:
 
 
 def fit_laplace(law: Law, data: ModelData, seed: int, init: dict,
-                num_samples: int) -> tuple[dict, dict]:
+                num_samples: int, reporter: Reporter | None = None,
+                target: str = "") -> tuple[dict, dict]:
     """(draws of every sample/deterministic site, diagnostics). ``init``: constrained starting
     values for the mode search (the Huber fit's). Raises FitError when no finite mode, no
-    finite Hessian or no plausible draw is found."""
+    finite Hessian or no plausible draw is found. Phases (mode search, noise-scale grid,
+    Metropolis moves) are reported to ``reporter``."""
     from numpyro.infer.util import constrain_fn
 
+    reporter = reporter or Reporter()
     key = jax.random.PRNGKey(seed)
     k_init, k_draw, k_move = jax.random.split(key, 3)
-    mode = posterior_mode(law, data, init, k_init, 3000)
+    with reporter.phase(target, "mode search") as ph:
+        mode = posterior_mode(law, data, init, k_init, 3000)
+        ph.summary = f"potential {mode.value:.2f}, converged {mode.converged}"
     if not np.isfinite(mode.value):
         raise FitError(f"{law.name}: no finite posterior mode found")
     if not np.all(np.isfinite(mode.hessian())):
@@ -234,16 +206,20 @@ def fit_laplace(law: Law, data: ModelData, seed: int, init: dict,
     min_eig = float(np.linalg.eigvalsh(0.5 * (mode.hessian() + mode.hessian().T)).min())
     j = int(site_offsets(mode.unravel(jnp.asarray(mode.x)))["sigma"][0])
     marginal = SigmaMarginal(mode, j)
-    cells, step = marginal.grid()
-    lm = np.array([c.log_marginal for c in cells])
-    pc = np.exp(lm - lm.max())
-    pc /= pc.sum()
-
-    try:
-        prop, idx, ess, scheme = _draw(marginal, cells, step, pc, k_draw, num_samples)
-    except FitError as e:
-        raise FitError(f"{law.name}: {e}") from None
-    flat, accept, steps = _rejuvenate(mode, prop[idx], k_move)
+    with reporter.phase(target, "noise-scale grid") as ph:
+        cells, step = marginal.grid()
+        lm = np.array([c.log_marginal for c in cells])
+        pc = np.exp(lm - lm.max())
+        pc /= pc.sum()
+        try:
+            prop, idx, ess, scheme = _draw(marginal, cells, step, pc, k_draw, num_samples)
+        except FitError as e:
+            raise FitError(f"{law.name}: {e}") from None
+        ph.summary = f"{len(cells)} cells, importance ESS {ess:.0f}"
+    with reporter.phase(target, "Metropolis moves", MOVE_STEPS, unit="steps at most",
+                        chains=f"{num_samples} draws") as ph:
+        flat, accept, steps = _rejuvenate(mode, prop[idx], k_move, on_chunk=ph.update)
+        ph.summary = f"{steps} steps per draw, acceptance {accept:.2f}"
     scheme += f"; {steps} Metropolis moves per draw (acceptance {accept:.2f})"
     args, kwargs, unravel = mode.args, mode.kwargs, mode.unravel
 
@@ -331,7 +307,7 @@ def _draw(marginal: SigmaMarginal, cells: list[Cell], step: float, pc: np.ndarra
     return prop, idx, ess, f"truncated Gaussian ({n_keep} of {n_prop} proposals kept{note})"
 
 
-def _rejuvenate(mode: Mode, X: np.ndarray, key, steps: int = MOVE_STEPS):
+def _rejuvenate(mode: Mode, X: np.ndarray, key, steps: int = MOVE_STEPS, on_chunk=None):
     """Random-walk Metropolis moves of every draw: (moved draws, acceptance rate of the final
     phase, steps taken).
 
@@ -358,6 +334,8 @@ def _rejuvenate(mode: Mode, X: np.ndarray, key, steps: int = MOVE_STEPS):
         L = V * np.sqrt(np.maximum(w, 1e-12 * max(w.max(), 1e-300)))
         X, U, log_scale, _ = mode.moves(X, U, L, log_scale, keys[c], True)
         c += 1
+        if on_chunk is not None:
+            on_chunk(c * MOVE_CHUNK)
         log_sd.append(np.log(X.std(axis=0) + 1e-300))
         if c >= 4 and float(np.mean(log_sd[-1] - log_sd[-3])) < MOVE_SETTLED:
             break

@@ -24,6 +24,12 @@ _COMPILED: dict = {}  # jitted potential functions per (law, k, shapes): data en
 MOVE_CHUNK = 50      # Metropolis steps per compiled call (``moves``); adaptation happens between
 
 
+NEWTON_ITERS = 40    # damped Newton steps per conditional mode (warm-started: a few are used)
+
+
+POLISH_ITERS = 200   # damped Newton steps at most to polish L-BFGS's end point (each ~5 ms)
+
+
 def minimize_potential(vg, x0, maxiter: int):
     """L-BFGS on a JAX value-and-grad of the potential, keeping the best finite point seen
     (L-BFGS-B can otherwise end on a step where the density is not finite)."""
@@ -43,9 +49,42 @@ def minimize_potential(vg, x0, maxiter: int):
     return best["x"], best["v"], bool(res.success)
 
 
+def newton(vg, hess, r0, iters: int = NEWTON_ITERS):
+    """Damped Newton from ``r0`` with the Hessian's eigenvalues made positive (a saddle is
+    stepped off, not towards): (r, value, Hessian at r), or (r0, inf, None) when the start is
+    not finite. Warm-started from a neighbouring cell (Laplace) or from L-BFGS's end point (the
+    mode search) it converges in a few steps, where L-BFGS needed hundreds or thousands on these
+    ill-conditioned posteriors (curvatures from 0.4 to 1e7)."""
+    r = np.asarray(r0, float)
+    v, g = vg(r)
+    if not (np.isfinite(v) and np.all(np.isfinite(g))):
+        return r, np.inf, None
+    H = hess(r)
+    for _ in range(iters):
+        w, V = np.linalg.eigh(0.5 * (H + H.T))
+        if not np.all(np.isfinite(w)):
+            break
+        w = np.maximum(np.abs(w), 1e-10 * max(np.abs(w).max(), 1e-300))
+        step = -V @ ((V.T @ g) / w)
+        t, moved = 1.0, False
+        while t > 1e-6:
+            v_new, g_new = vg(r + t * step)
+            if np.isfinite(v_new) and v_new <= v + 1e-4 * t * float(g @ step):
+                moved = True
+                break
+            t /= 2
+        if not moved:
+            break
+        r, dv, v, g = r + t * step, v - v_new, v_new, g_new
+        H = hess(r)
+        if dv < 1e-10 * (1 + abs(v)) and np.max(np.abs(g)) < 1e-6:
+            break
+    return r, v, H
+
+
 def dynamic_args(args: tuple) -> tuple:
     """The array part of ``model_args`` (law, k and n_groups are static)."""
-    law, k, logn, logd, H, mask, group, n_groups, logd_ref, log_href = args
+    _, _, logn, logd, H, mask, group, _, logd_ref, log_href = args
     return (logn, logd, H, mask, group, jnp.asarray(logd_ref), log_href)
 
 
@@ -69,7 +108,7 @@ def potential_fns(args: tuple, z_template: dict) -> dict:
 
         batch = jax.vmap(pot, in_axes=(0, None, None))
 
-        _COMPILED[key] = {"value_and_grad": jax.jit(jax.value_and_grad(pot)),
+        _COMPILED[key] = {"pot": pot, "value_and_grad": jax.jit(jax.value_and_grad(pot)),
                           "hessian": jax.jit(jax.hessian(pot)),
                           "batch": jax.jit(batch), "moves": make_moves(batch)}
     return _COMPILED[key]
@@ -177,6 +216,7 @@ def posterior_mode(law: Law, data: ModelData, init: dict, key, maxiter: int) -> 
         x, v, converged = minimize_potential(best.value_and_grad, ravel_pytree(z)[0], maxiter)
         if best.x is None or v < best.value:
             best.move_to(x, v, converged)
+    _polish(best)
     # L-BFGS can stop on a saddle (gradient ~ 0, an indefinite Hessian): step off it both ways
     # along the most negative curvature and keep what goes lower (a few times at most)
     for _ in range(3):
@@ -193,10 +233,29 @@ def posterior_mode(law: Law, data: ModelData, init: dict, key, maxiter: int) -> 
             x, v, converged = minimize_potential(best.value_and_grad, best.x + step, maxiter)
             if v < best.value - 1e-6:
                 best.move_to(x, v, converged)
+                _polish(best)
                 found = True
         if not found:
             break
     return best
+
+
+def _polish(mode: Mode) -> None:
+    """Damped Newton from L-BFGS's end point: on RegMix's 40-dimensional potential L-BFGS stops
+    at its 2,000 iterations 0.03 nats above the mode, up to 0.35 away in a weakly identified
+    coordinate, with gradient entries of 1; Newton reaches a gradient of 1e-7 in 0.1 s."""
+    if not np.isfinite(mode.value):
+        return
+
+    def vg(r):
+        v, g = mode.value_and_grad(jnp.asarray(r))
+        return float(v), np.asarray(g)
+
+    x, v, H = newton(vg, mode.hessian_at, mode.x, iters=POLISH_ITERS)
+    if H is not None and v <= mode.value:
+        g = vg(x)[1]
+        mode.move_to(x, v, mode.converged or bool(np.max(np.abs(g)) < 1e-4))
+        mode._H = H
 
 
 def site_offsets(z: dict) -> dict[str, np.ndarray]:

@@ -1,25 +1,38 @@
-"""NUTS on the NumPyro model: chains start at the posterior mode with the inverse Hessian as a
-dense mass matrix; diagnostics (r_hat, ESS, divergences) and ArviZ data."""
+"""NUTS on the NumPyro model: chains start around the posterior mode, move in the sampler
+coordinates of ``planner.infer.coords`` with a dense mass matrix from the Hessian there, and report
+their progress; diagnostics (rank-normalised r_hat, bulk ESS, divergences) and ArviZ data.
+
+The run effect is integrated out in the model (``model.numpyro_model.RunStudentT``), so the
+sampler sees 5 + 2k law coordinates plus sigma and tau however many runs there are. The
+sampler is NumPyro's NUTS kernel (``numpyro.infer.hmc``) driven here rather than through
+``numpyro.infer.MCMC``: chains are vectorised (one ``vmap``) and advanced in compiled chunks of
+``NutsSettings.chunk`` iterations, so the progress line can say where they are; the compiled
+functions are cached per law, data shapes and settings, with the data as arguments.
+"""
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from planner.infer import coords as cc
 from planner.infer.map import MapResult
-from planner.infer.mode import posterior_mode, site_offsets
+from planner.infer.mode import Mode, dynamic_args, posterior_mode, site_offsets
+from planner.infer.options import NUTS_SETTINGS, NutsSettings
+from planner.infer.progress import Reporter
 from planner.model.laws import Law
-from planner.model.numpyro_model import (
-    ModelData,
-    law_sites,
-    mixture_model,
-    model_args,
-    reparam_values,
-)
+from planner.model.numpyro_model import ModelData, mixture_model, reparam_values
+
+_COMPILED: dict = {}
 
 
-# ---------------------------------------------------------------------------------- NUTS
+MODE_MAXITER = 500  # L-BFGS iterations per start of the mode search (Newton polishes the end)
+
+
 def init_values(law: Law, m: MapResult, data: ModelData) -> dict:
+    """Constrained starting values (the Huber fit's) for the mode search."""
     vals = reparam_values(law, m.params, data.logd_ref, data.log_href)
     vals["sigma"] = jnp.asarray(m.sigma)
     if data.n_groups:
@@ -27,72 +40,236 @@ def init_values(law: Law, m: MapResult, data: ModelData) -> dict:
     return vals
 
 
-def _mode_and_mass(law: Law, data: ModelData, init: dict, key):
-    """Refine to the posterior mode (unconstrained space) and return (init values, inverse mass
-    matrix for the law-parameter block), or (init, None) when the Hessian is not usable."""
-    mode = posterior_mode(law, data, init, key, 2000)
-    args, kwargs, unravel = mode.args, mode.kwargs, mode.unravel
-    z_mode = unravel(jnp.asarray(mode.x))
-    sites = law_sites(law)
-    # the law block of the full Hessian, in the flat order NumPyro gives the block's sites
-    # (ravel_pytree: sorted names); the full flat vector is also in sorted-name order
-    offsets = site_offsets(z_mode)
-    idx = np.concatenate([offsets[name] for name in sorted(sites)])
-    Hm = mode.hessian()[np.ix_(idx, idx)]
-    mass = None
-    try:
-        w, V = np.linalg.eigh(0.5 * (Hm + Hm.T))
-        if np.all(np.isfinite(w)) and w.max() > 0:
-            w = np.clip(w, w.max() * 1e-8, None)
-            mass = {sites: jnp.asarray((V / w) @ V.T)}
-    except np.linalg.LinAlgError:
-        mass = None
-    # constrained values for init_to_value: transform sigma/tau back from unconstrained
+@dataclass
+class NutsRun:
+    """Draws (natural scale, grouped by chain: (chains, draws, ...)) and what the sampler did."""
+
+    samples: dict
+    diverging: np.ndarray            # (chains, iterations): every sampling iteration, kept or not
+    num_steps: np.ndarray            # (chains, iterations) leapfrog steps per iteration
+    step_size: np.ndarray            # (chains,) adapted step sizes
+    thin: int
+    coords: str
+    seconds: dict = field(default_factory=dict)
+
+
+def _compiled(mode: Mode, c: cc.Coords, num_warmup: int, s: NutsSettings):
+    """Jitted (init, chunk, hessian, natural) for the sampler in coordinates ``c`` with
+    step-size adaptation over ``num_warmup`` iterations after each init; the data (``dyn``,
+    ``y``, ``refs``) are arguments, so refits of the same shapes reuse the code."""
+    from numpyro.infer.hmc import hmc
     from numpyro.infer.util import constrain_fn
-    cons = constrain_fn(mixture_model, args, kwargs, z_mode)
-    init = {k: v for k, v in cons.items() if k in z_mode}
-    return init, mass, sites
+
+    args = mode.args
+    law, k, n_groups = args[0], args[1], args[7]
+    key = ("nuts", law.name, k, n_groups, args[9] is not None, len(mode.x), np.shape(args[2]),
+           c, num_warmup, s)
+    if key in _COMPILED:
+        return _COMPILED[key]
+    pot, unravel = mode.fns["pot"], mode.unravel
+
+    def potential(w, dyn, y, refs):
+        return pot(cc.to_model(c, w, refs), dyn, y) - cc.log_det_jacobian(c, w, refs)
+
+    def potential_fn_gen(dyn, y, refs):
+        return lambda w: potential(w, dyn, y, refs)
+
+    init_kernel, sample_kernel = hmc(potential_fn_gen=potential_fn_gen, algo="NUTS")
+
+    def init_one(w0, rng, imm, step, dyn, y, refs):
+        return init_kernel(w0, num_warmup, step_size=step, inverse_mass_matrix=imm,
+                           dense_mass=True, adapt_mass_matrix=False,
+                           target_accept_prob=s.target_accept_prob,
+                           max_tree_depth=s.max_tree_depth, model_args=(dyn, y, refs),
+                           rng_key=rng)
+
+    def chunk_one(state, dyn, y, refs):
+        def step(st, _):
+            st = sample_kernel(st, model_args=(dyn, y, refs))
+            return st, (st.z, st.diverging, st.num_steps)
+
+        return jax.lax.scan(step, state, None, length=s.chunk)
+
+    names = [p.name for p in law.params] + ["sigma"] + (["tau"] if n_groups else [])
+
+    def natural(w, dyn, y, refs):
+        logn, logd, H, mask, group, logd_ref, log_href = dyn
+        margs = (law, k, logn, logd, H, mask, group, n_groups, logd_ref, log_href)
+        vals = constrain_fn(mixture_model, margs, {"y": y}, unravel(cc.to_model(c, w, refs)),
+                            return_deterministic=True)
+        return {n: vals[n] for n in names}
+
+    fns = {"init": jax.jit(jax.vmap(init_one, in_axes=(0, 0, None, 0, None, None, None))),
+           "chunk": jax.jit(jax.vmap(chunk_one, in_axes=(0, None, None, None))),
+           "pchunk": jax.pmap(jax.vmap(chunk_one, in_axes=(0, None, None, None)),
+                              in_axes=(0, None, None, None)),
+           "hessian": jax.jit(jax.hessian(potential)),
+           "batch": jax.jit(jax.vmap(potential, in_axes=(0, None, None, None))),
+           "to_w": jax.jit(lambda z, refs: cc.from_model(c, z, refs)),
+           "natural": jax.jit(jax.vmap(natural, in_axes=(0, None, None, None)))}
+    _COMPILED[key] = fns
+    return fns
+
+
+def _inverse_mass(Hw: np.ndarray) -> np.ndarray | None:
+    """The inverse Hessian (eigenvalues floored at 1e-8 of the largest), or None when the
+    Hessian is not usable."""
+    if not np.all(np.isfinite(Hw)):
+        return None
+    w, V = np.linalg.eigh(0.5 * (Hw + Hw.T))
+    if w.max() <= 0:
+        return None
+    w = np.clip(np.abs(w), w.max() * 1e-8, None)
+    return (V / w) @ V.T
+
+
+def _pooled_mass(draws: np.ndarray, prior_imm: np.ndarray, weight: float) -> np.ndarray:
+    """Inverse mass matrix from warm-up draws (chains, n, d) pooled over chains, shrunk towards
+    the Hessian's: (n S + weight H^-1) / (n + weight)."""
+    X = draws.reshape(-1, draws.shape[-1])
+    n = len(X)
+    S = np.cov(X.T) if n > 1 else np.zeros_like(prior_imm)
+    M = (n * S + weight * prior_imm) / (n + weight)
+    return 0.5 * (M + M.T)
 
 
 def fit_nuts(law: Law, data: ModelData, seed: int, init_map: MapResult, num_warmup: int,
-             num_samples: int, num_chains: int, progress: bool = False):
-    from numpyro.infer import MCMC, NUTS, init_to_value
+             num_samples: int, num_chains: int, reporter: Reporter | None = None,
+             target: str = "", settings: NutsSettings = NUTS_SETTINGS) -> NutsRun:
+    """Mode search, then ``num_chains`` NUTS chains: ``num_warmup`` warm-up iterations in two
+    equal stages, then ``num_samples`` kept draws per chain, every ``settings.thin``-th of
+    ``num_samples * settings.thin`` sampling iterations.
 
-    key = jax.random.PRNGKey(seed)
-    k_init, k_run = jax.random.split(key)
-    init, mass, sites = _mode_and_mass(law, data, init_values(law, init_map, data), k_init)
-    kernel = NUTS(mixture_model, init_strategy=init_to_value(values=init),
-                  inverse_mass_matrix=mass, dense_mass=[sites],
-                  target_accept_prob=0.9, max_tree_depth=8)
-    mcmc = MCMC(kernel, num_warmup=num_warmup, num_samples=num_samples, num_chains=num_chains,
-                chain_method="vectorized", progress_bar=progress)
-    args, kwargs = model_args(law, data)
-    mcmc.run(k_run, *args, extra_fields=("diverging", "num_steps"), **kwargs)
-    return mcmc
+    Each chain starts at the mode plus a draw from the Gaussian there (dispersed starts, so
+    r_hat can see chains that have not mixed). Warm-up stage 1 adapts the step size with the
+    Hessian's inverse as the mass matrix; stage 2 restarts the step-size adaptation with the
+    covariance of the second half of stage 1's draws, pooled over chains and shrunk towards the
+    Hessian's, as the mass matrix, which sampling keeps. (NumPyro's own schedule estimates a
+    dense mass matrix first from a 25-draw window, which in 40 dimensions is singular: warm-up
+    then spent most of its time at 300-500 leapfrog steps per draw.) Stages are rounded up to
+    whole chunks of ``settings.chunk`` iterations."""
+    reporter = reporter or Reporter()
+    rng = jax.random.PRNGKey(seed)
+    k_mode, k_start, k_init1, k_init2 = jax.random.split(rng, 4)
+    seconds = {}
+    with reporter.phase(target, "mode search") as ph:
+        mode = posterior_mode(law, data, init_values(law, init_map, data), k_mode, MODE_MAXITER)
+        ph.summary = f"potential {mode.value:.2f}, converged {mode.converged}"
+    seconds["mode_search"] = ph.elapsed
+    chunk = settings.chunk
+    stage = chunk * max(1, -(-num_warmup // (2 * chunk)))      # iterations per warm-up stage
+    c, refs = cc.make_coords(law, data, site_offsets(mode.unravel(jnp.asarray(mode.x))),
+                             mode.hessian(), mode.x)
+    fns = _compiled(mode, c, stage, settings)
+    dyn, y, refs = dynamic_args(mode.args), mode.kwargs["y"], jnp.asarray(refs)
+    w_mode = np.asarray(fns["to_w"](jnp.asarray(mode.x), refs))
+    imm = _inverse_mass(np.asarray(fns["hessian"](jnp.asarray(w_mode), dyn, y, refs)))
+    if imm is None:
+        imm = np.eye(len(w_mode)) * 1e-4
+    L = np.linalg.cholesky(imm + 1e-12 * np.eye(len(imm)) * np.trace(imm) / len(imm))
+    eps = np.asarray(jax.random.normal(k_start, (num_chains, len(w_mode))))
+    w0 = w_mode[None, :] + eps @ L.T
+    bad = ~np.isfinite(np.asarray(fns["batch"](jnp.asarray(w0), dyn, y, refs)))
+    w0[bad] = w_mode  # a start outside the support (E <= 0): the mode itself
+
+    n_dev = jax.local_device_count()
+    parallel = settings.chain_method == "parallel" and n_dev > 1 and num_chains % n_dev == 0
+
+    def start(w, key, mass, step):
+        st = fns["init"](jnp.asarray(w), jax.random.split(key, num_chains), jnp.asarray(mass),
+                         jnp.asarray(step), dyn, y, refs)
+        if parallel:  # chains split over devices (host CPUs), vectorised within each
+            st = jax.tree_util.tree_map(
+                lambda x: x.reshape((n_dev, num_chains // n_dev) + x.shape[1:]), st)
+        return st
+
+    def advance(st):
+        if not parallel:
+            return fns["chunk"](st, dyn, y, refs)
+        st, out = fns["pchunk"](st, dyn, y, refs)
+        return st, jax.tree_util.tree_map(lambda x: x.reshape((-1,) + x.shape[2:]), out)
+
+    def flat(x):
+        return np.asarray(x).reshape((num_chains,) + np.shape(x)[(2 if parallel else 1):])
+
+    chains = f"chains 1-{num_chains}" if num_chains > 1 else "1 chain"
+    out = {"z": [], "div": [], "steps": []}
+
+    def run(st, n, ph, offset, note):
+        for _ in range(-(-n // chunk)):
+            st, (z, dv, ns) = advance(st)
+            out["z"].append(np.asarray(z)), out["div"].append(np.asarray(dv))
+            out["steps"].append(np.asarray(ns))
+            done = sum(x.shape[1] for x in out["z"]) - offset
+            ph.update(min(done, ph.total), f"{note}{np.asarray(ns).mean():.0f} leapfrog steps "
+                      "per draw")
+        return st
+
+    def stats(lo, hi):
+        st = np.concatenate(out["steps"], axis=1)[:, lo:hi]
+        dv = np.concatenate(out["div"], axis=1)[:, lo:hi]
+        return st, dv
+
+    with reporter.phase(target, "warm-up", 2 * stage, chains=chains) as ph:
+        state = start(w0, k_init1, imm, np.ones(num_chains))
+        state = run(state, stage, ph, 0, "stage 1 of 2 (Hessian mass), ")
+        z1 = np.concatenate(out["z"], axis=1)[:, stage // 2:stage]
+        imm2 = _pooled_mass(z1, imm, settings.mass_shrinkage)
+        state = start(flat(state.z), k_init2, imm2, flat(state.adapt_state.step_size))
+        state = run(state, stage, ph, 0, "stage 2 of 2 (pooled mass), ")
+        st, dv = stats(0, 2 * stage)
+        ph.summary = (f"{chains}, 2 x {stage} iterations, {st.mean():.0f} leapfrog steps per "
+                      f"draw, {int(dv.sum())} divergent, step size "
+                      f"{float(np.mean(flat(state.adapt_state.step_size))):.3g}")
+    seconds["warm-up"] = ph.elapsed
+    n_iter = num_samples * settings.thin
+    with reporter.phase(target, "sampling", n_iter, chains=chains) as ph:
+        state = run(state, n_iter, ph, 2 * stage, "")
+        st, dv = stats(2 * stage, 2 * stage + n_iter)
+        ph.summary = (f"{chains} x {n_iter} iterations, {num_samples} kept per chain (every "
+                      f"{settings.thin}), {st.mean():.0f} leapfrog steps per "
+                      f"draw, {int(dv.sum())} divergent")
+    seconds["sampling"] = ph.elapsed
+    keep = slice(2 * stage + settings.thin - 1, 2 * stage + n_iter, settings.thin)
+    W = np.concatenate(out["z"], axis=1)[:, keep]
+    nat = fns["natural"](jnp.asarray(W.reshape(-1, W.shape[-1])), dyn, y, refs)
+    samples = {n: np.asarray(v).reshape((num_chains, num_samples) + np.shape(v)[1:])
+               for n, v in nat.items()}
+    every = slice(2 * stage, 2 * stage + n_iter)
+    return NutsRun(samples, np.concatenate(out["div"], axis=1)[:, every],
+                   np.concatenate(out["steps"], axis=1)[:, every],
+                   flat(state.adapt_state.step_size), settings.thin, c.describe(), seconds)
 
 
-def nuts_diagnostics(mcmc, law: Law, num_samples: int, num_chains: int) -> dict:
-    import numpyro.diagnostics as nd
+def nuts_diagnostics(run: NutsRun, law: Law) -> dict:
+    """Rank-normalised split r_hat and bulk ESS (Vehtari et al. 2021, via ArviZ) of every law
+    parameter (natural scale, each component), sigma and tau; divergences."""
+    import arviz as az
 
-    samples = mcmc.get_samples(group_by_chain=True)
-    sites = list(law_sites(law)) + ["sigma"]
-    rhat, ess, per_site = [], [], {}
-    for s in sites:
-        x = np.asarray(samples[s])
+    names = [p.name for p in law.params] + ["sigma"] + (["tau"] if "tau" in run.samples else [])
+    rhat, ess = {}, {}
+    for n in names:
+        x = np.asarray(run.samples[n], float)
         x = x.reshape(x.shape[0], x.shape[1], -1)
-        if num_chains > 1:
-            rhat.append(np.nanmax(nd.split_gelman_rubin(x)))
-        ess.append(np.nanmin(nd.effective_sample_size(x)))
-        per_site[s] = round(float(ess[-1]), 1)
-    extra = mcmc.get_extra_fields()
-    div = int(np.asarray(extra["diverging"]).sum())
-    steps = np.asarray(extra["num_steps"])
-    return {"r_hat_max": float(max(rhat)) if rhat else float("nan"),
-            "ess_bulk_min": float(min(ess)), "divergences": div,
-            "divergence_rate": div / (num_samples * num_chains),
-            "mean_leapfrog_steps": float(steps.mean()), "num_chains": num_chains,
-            "ess_by_site": per_site,
-            "num_samples": num_samples}
+        for j in range(x.shape[2]):
+            label = n if x.shape[2] == 1 else f"{n}[{j}]"
+            xj = x[:, :, j]
+            ess[label] = float(az.ess(xj, method="bulk"))
+            rhat[label] = float(az.rhat(xj, method="rank")) if x.shape[0] > 1 else float("nan")
+    chains, draws = next(iter(run.samples.values())).shape[:2]
+    div = int(run.diverging.sum())
+    worst_r = max(rhat, key=lambda k: -np.inf if np.isnan(rhat[k]) else rhat[k])
+    worst_e = min(ess, key=ess.get)
+    return {"r_hat_max": float(np.nanmax(list(rhat.values()))) if chains > 1 else float("nan"),
+            "ess_bulk_min": float(min(ess.values())), "divergences": div,
+            "divergence_rate": div / run.diverging.size,
+            "r_hat_worst": worst_r, "ess_worst": worst_e,
+            "mean_leapfrog_steps": float(run.num_steps.mean()), "num_chains": chains,
+            "num_samples": draws, "thin": run.thin,
+            "step_size": [float(s) for s in run.step_size],
+            "sampler_coords": run.coords,
+            "ess_by_param": {k: round(v, 1) for k, v in ess.items()},
+            "phase_seconds": {k: round(v, 2) for k, v in run.seconds.items()}}
 
 
 def diagnostic_warnings(d: dict) -> list[str]:
@@ -108,15 +285,14 @@ def diagnostic_warnings(d: dict) -> list[str]:
     return out
 
 
-def to_arviz(mcmc, law: Law, domains: list[str]):
+def to_arviz(run: NutsRun, law: Law, domains: list[str]):
     import arviz as az
 
-    s = mcmc.get_samples(group_by_chain=True)
-    post = {p.name: np.asarray(s[p.name]) for p in law.params}
-    post["sigma"] = np.asarray(s["sigma"])
-    if "tau" in s:
-        post["tau"] = np.asarray(s["tau"])
+    post = {n: np.asarray(v) for n, v in run.samples.items()}
     dims = {p.name: ["domain"] for p in law.params if p.per_domain}
-    extra = mcmc.get_extra_fields(group_by_chain=True)
-    ss = {"diverging": np.asarray(extra["diverging"]), "n_steps": np.asarray(extra["num_steps"])}
+    # per kept draw: the thin iterations that end at it (a divergence in any of them counts)
+    chains, draws = next(iter(post.values())).shape[:2]
+    blocks = (chains, draws, run.thin)
+    ss = {"diverging": np.asarray(run.diverging).reshape(blocks).any(axis=2),
+          "n_steps": np.asarray(run.num_steps).reshape(blocks).sum(axis=2)}
     return az.from_dict(posterior=post, sample_stats=ss, coords={"domain": list(domains)}, dims=dims)

@@ -1,13 +1,13 @@
 """The Laplace fit: the noise scale integrated out (not taken at the collapsed joint mode), the
-conditional-mode Newton solver, and the Metropolis moves applied to its draws."""
+Newton solver (conditional modes, the mode search's polish), and the Metropolis moves applied to its draws."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from planner.infer.dispatch import fit
-from planner.infer.laplace import _newton, _rejuvenate
-from planner.infer.mode import make_moves
+from planner.infer.laplace import _rejuvenate
+from planner.infer.mode import make_moves, newton
 from planner.model.runs import runs_from_frame
 from tests.support.sim import TRUE_JOINT, grid_design, simulate
 
@@ -21,7 +21,7 @@ def test_newton_reaches_known_minima():
     def vg(r):
         return float(np.sum(np.exp(r) - a * r)), np.exp(r) - a
 
-    r, v, H = _newton(vg, lambda r: np.diag(np.exp(r)), np.zeros(3))
+    r, v, H = newton(vg, lambda r: np.diag(np.exp(r)), np.zeros(3))
     np.testing.assert_allclose(r, np.log(a), atol=1e-8)
     np.testing.assert_allclose(np.diag(H), a, rtol=1e-8)
     # Rosenbrock, whose Hessian is indefinite on the way: minimum (1, 1), value 0
@@ -34,10 +34,10 @@ def test_newton_reaches_known_minima():
     def rh(x):
         return np.array([[2 - 400 * x[1] + 1200 * x[0] ** 2, -400 * x[0]], [-400 * x[0], 200]])
 
-    x, v, _ = _newton(rvg, rh, np.array([-1.2, 1.0]), iters=200)
+    x, _, _ = newton(rvg, rh, np.array([-1.2, 1.0]), iters=200)
     np.testing.assert_allclose(x, [1.0, 1.0], atol=1e-6)
     # a start where the function is not finite: reported, not "solved"
-    assert _newton(lambda r: (np.inf, r), rh, np.zeros(2))[1] == np.inf
+    assert newton(lambda r: (np.inf, r), rh, np.zeros(2))[1] == np.inf
 
 
 class _GaussianMode:
