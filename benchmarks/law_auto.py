@@ -93,6 +93,8 @@ def main() -> None:
     ap.add_argument("--laws", nargs="+", default=["additive", "joint", "auto"])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--max-runs", type=int, default=60)
+    ap.add_argument("--fresh", action="store_true",
+                    help="start over (default: resume unfinished campaigns, skip finished ones)")
     ap.add_argument("--truth", default="joint", choices=["joint", "additive"],
                     help="additive: a control where the smaller law is right")
     ap.add_argument("--out", default="benchmarks/results/law_auto")
@@ -104,8 +106,10 @@ def main() -> None:
     for seed in a.seeds:
         for law in a.laws:
             d = root / f"{a.truth}_{law}_s{seed}"
-            if d.exists():
+            if a.fresh and d.exists():
                 shutil.rmtree(d)
+            elif (d / "recommendation.json").exists() and (d / "done").exists():
+                continue  # finished earlier (a rerun resumes the others)
             t0 = time.perf_counter()
             res = run_campaign(config(law, seed, a.max_runs, a.truth), d, executor=BatchInProcess(
                 "trainers.synthetic:SyntheticTrainer", trainer_args(a.truth)))
@@ -125,6 +129,7 @@ def main() -> None:
                    "weights_by_refit": [(s["n_runs"], (s["recommendation"] or {})
                                          .get("law_weights", {}).get("t"))
                                         for s in snaps] if law == "auto" else None}
+            (d / "done").write_text("1")
             rows.append(row)
             print(json.dumps(row), flush=True)
             (root / "results.jsonl").open("a").write(json.dumps(row) + "\n")

@@ -101,7 +101,7 @@ def heldout_order(posterior, target: str, heldout: RunsTable, min_mixtures: int 
     return out
 
 
-def holdout_check(table: RunsTable, law: str = "additive", targets=None, method: str = "nuts",
+def holdout_check(table: RunsTable, law: str = AUTO, targets=None, method: str = "nuts",
                   seed: int = 0, inner_fit_kwargs: dict | None = None, **fit_kwargs) -> dict:
     """Fit all but the largest scale, predict it; per target the metrics of ``interval_metrics``
     without and with the discrepancy (calibrated by a further hold-out inside the fitted part).

@@ -1,10 +1,10 @@
 """Calibration: learn the model discrepancy by holding out the largest scale, check intervals on
 held-out runs, and a batched sampler for simulation-based calibration.
 
-    post = fit_with_discrepancy(table, law="additive", method="nuts")   # fit + discrepancy
-    post = calibrate(post, table)                                      # or attach it later
-    post = attach_discrepancy(new_post, post)                          # reuse a learned one
-    report = holdout_check(table, law="additive")                      # `planner check`
+    post = fit_with_discrepancy(table, method="nuts")   # fit (law auto) + discrepancy
+    post = calibrate(post, table)                       # or attach it later
+    post = attach_discrepancy(new_post, post)           # reuse a learned one
+    report = holdout_check(table)                       # `planner check`
 
 The largest scale is the largest N (all its rows, every checkpoint of those runs); when N has one
 level, the largest D. ``calibrate`` fits the rest ("inner" fit, same method and settings),
@@ -156,7 +156,7 @@ def calibrate(posterior, table: RunsTable, method: str | None = None, seed: int 
     return posterior
 
 
-def fit_with_discrepancy(table: RunsTable, law: str = "additive", targets=None,
+def fit_with_discrepancy(table: RunsTable, law: str = AUTO, targets=None,
                          method: str = "nuts", seed: int = 0, inner_fit_kwargs=None,
                          **fit_kwargs):
     """``inference.fit`` followed by ``calibrate``: a posterior whose predictions carry the
