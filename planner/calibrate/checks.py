@@ -37,7 +37,24 @@ def interval_metrics(posterior, target: str, heldout: RunsTable, seed: int = 0) 
         out[f"width_{level}_rel"] = float(np.mean((hi - lo) / p))
     out["spearman"] = float(spearmanr(p, y)[0]) if len(y) > 2 else float("nan")
     out.update(feasibility(np.log(y) - np.log(p)))
+    out.update(sharpness(np.log(y) - np.log(p), out["coverage_90"], out["width_90_rel"]))
     return out
+
+
+def sharpness(log_errors, coverage_90: float, width_90_rel: float) -> dict:
+    """How much wider the 90 % intervals are than they need be: the narrowest interval centred
+    on the prediction that covers as many rows, with the coverage taken into the band a
+    calibrated 90 % interval should reach on finitely many rows, [85, 95] %. Half-width w
+    covering a share c of the rows is the c-quantile of |log error|; its relative width is
+    e^w - e^-w, comparable with ``width_90_rel``. ``width_ratio_90`` <= 2 is the goal."""
+    a = np.abs(np.asarray(log_errors, float))
+    if len(a) < 2:
+        return {}
+    c = float(np.clip(coverage_90, 0.85, 0.95))
+    w = float(np.quantile(a, c))
+    narrow = float(np.exp(w) - np.exp(-w))
+    return {"narrowest_centred_width_90": narrow,
+            "width_ratio_90": float(width_90_rel / narrow) if narrow > 0 else float("inf")}
 
 
 def feasibility(log_errors) -> dict:
