@@ -37,25 +37,28 @@ exp(-|h - h'|^2 / (2 ell^2)), and puts a uniform prior on ell over ``GRID_ELL`` 
 the white-noise model above; the largest ell is nearly constant over the simplex). The grid
 posterior is then over (log s1, rho, ell); with a kernel the Gaussian is evaluated through one
 eigendecomposition per (rho, ell) of the whitened matrix (at most ``MAX_HELDOUT`` rows, a fixed
-subsample beyond that). Only the mode of ell is used; s1 and rho stay those of the white model
-(``fit_slope`` says why).
+subsample beyond that). The field averages over ell (below); s1 and rho for intervals stay
+those of the white model (``fit_slope`` says why).
 
 Downstream: ``log_sd`` gives s(x) per draw and design; ``Posterior.predictive_draws`` adds
 Normal(0, s) to log-loss (marginally exact for every ell). The shared part (rho) is common to
 all h at a given (N, D): a per-draw factor exp(delta) leaves each draw's argmin unchanged.
-The mixture-specific part is what can move h*: when the posterior favours a smooth kernel
-(mode of ell > 0), ``mixture_field`` gives each posterior draw s its own random function of h,
+The mixture-specific part is what can move h*: when the posterior gives smooth structure over h
+(ell > 0) a probability of at least ``MIN_P_STRUCTURE``, ``mixture_field`` gives each posterior
+draw s its own random function of h,
 
     f_s(h) = a_s sqrt(2 / M) sum_m cos(omega_sm . h + beta_sm),    a_s = s1'_s dist sqrt(share),
 
-random Fourier features of the kernel (omega ~ Normal(0, I / ell^2), beta ~ Uniform(0, 2 pi),
-M = ``FIELD_FEATURES``, fixed seed), so f_s has variance a_s^2 and covariance a_s^2 K_ell;
-s1' (per draw, as for intervals) and share = E[1 - rho] are the kernel model's own estimates
-at that ell (``fit_slope`` explains why they differ from the white model's).
+random Fourier features of the kernel (omega ~ Normal(0, I / ell_s^2), beta ~ Uniform(0, 2 pi),
+M = ``FIELD_FEATURES``, fixed seed), so f_s has variance a_s^2 and covariance a_s^2 K_ell.
+The length scale is averaged over, not chosen: draw s gets ell_s with its posterior probability
+(white noise, ell = 0, means a_s = 0 for that draw), and s1'_s (per draw, as for intervals) and
+share = E[1 - rho] are the kernel model's own estimates at ell_s. When the held-out rows cannot
+tell the models apart (one held-out mixture: every ell > 0 fits them alike) the field keeps its
+prior weight instead of vanishing with the white model's slightly higher mode.
 ``optimum.optimum_draws`` minimises L_s(h) exp(f_s(h)) per draw: the h* posterior, the Bayes
 choice and the expected excess loss all include the discrepancy, and it grows with the distance
-from the observed runs. With white noise (ell = 0) or the prior default there is no evidence of
-structure over h and no field is attached.
+from the observed runs. Without held-out errors (the prior default) no field is attached.
 """
 from __future__ import annotations
 
@@ -102,6 +105,11 @@ FIELD_FEATURES = 128       # random Fourier features per draw for the mixture fi
 
 
 FIELD_SEED = 20251126
+
+
+# a mixture field is attached when the length-scale posterior gives smooth structure over h at
+# least this probability (below it the field would touch fewer than 1 draw in 20)
+MIN_P_STRUCTURE = 0.05
 
 
 # ------------------------------------------------------------------------------ distance
@@ -238,13 +246,21 @@ def mixture_structure(e, v, d, H, prior_s1: float = PRIOR_S1,
                                      for ell in GRID_ELL[1:]]
     w = _grid_posterior(np.stack(lls), prior_s1, prior_log_sd)    # (L, G1, G2)
     w_ell = w.sum((1, 2))
+
+    def given(i):   # the kernel model's slope and mixture-specific share at GRID_ELL[i]
+        tot = w[i].sum()
+        wi = w[i] / tot if tot > 0 else np.full(w[i].shape, 1.0 / w[i].size)  # p = 0 anyway
+        s1s = _s1_summary(wi.sum(1))
+        return {"length_scale": float(GRID_ELL[i]), "p": float(w_ell[i]),
+                "s1": float(math.exp(s1s["median"])), "s1_log_sd": s1s["log_sd"],
+                "share": float((wi.sum(0) * (1 - _GRID_RHO)).sum())}
+
     i = int(np.argmax(w_ell))
-    wi = w[i] / w[i].sum()
-    s1s = _s1_summary(wi.sum(1))
-    return {"length_scale": float(GRID_ELL[i]),
-            "posterior": {f"{ell:g}": float(p) for ell, p in zip(GRID_ELL, w_ell)},
-            "s1": float(math.exp(s1s["median"])), "s1_log_sd": s1s["log_sd"],
-            "share": float((wi.sum(0) * (1 - _GRID_RHO)).sum()), "n_rows": int(len(e))}
+    out = {k: v for k, v in given(i).items() if k != "p"}
+    out.update({"posterior": {f"{ell:g}": float(p) for ell, p in zip(GRID_ELL, w_ell)},
+                "by_length_scale": [given(j) for j in range(1, len(GRID_ELL))],
+                "p_structure": float(w_ell[1:].sum()), "n_rows": int(len(e))})
+    return out
 
 
 def fit_slope(errors, param_var, noise_var, dist, prior_s1: float = PRIOR_S1,
@@ -282,8 +298,14 @@ def fit_slope(errors, param_var, noise_var, dist, prior_s1: float = PRIOR_S1,
     if H is not None:
         struct = mixture_structure(e, v, d, np.asarray(H, float)[ok], prior_s1, prior_log_sd, seed)
     field = None
-    if struct and struct["length_scale"] > 0:
-        field = {k: struct[k] for k in ("length_scale", "s1", "s1_log_sd", "share")}
+    if struct and struct["p_structure"] >= MIN_P_STRUCTURE:
+        # model averaging over ell: each posterior draw gets a length scale from the ell
+        # posterior (white noise, ell = 0, with its probability: no field for that draw);
+        # "length_scale", "s1", ... describe the most probable smooth ell, for display
+        best = max(struct["by_length_scale"], key=lambda c: c["p"])
+        field = {k: best[k] for k in ("length_scale", "s1", "s1_log_sd", "share")}
+        field["p_structure"] = struct["p_structure"]
+        field["by_length_scale"] = struct["by_length_scale"]
     return {
         "kind": KIND_HELDOUT, "s0": 0.0, "s1": math.exp(s1s["median"]), "s1_log_sd": s1s["log_sd"],
         "mixture_field": field,
@@ -314,17 +336,35 @@ def mixture_field(tp, logn: float, logd: float, k: int, n_draws: int,
     fld = (tp.discrepancy or {}).get("mixture_field")
     if not fld:
         return None
-    ell, share = float(fld.get("length_scale") or 0.0), float(fld.get("share") or 0.0)
-    if ell <= 0 or share <= 0:
+    comps = [c for c in fld.get("by_length_scale") or [dict(fld, p=1.0)]
+             if float(c.get("length_scale") or 0.0) > 0 and float(c.get("share") or 0.0) > 0]
+    if not comps:
         return None
     dist_t = float(distance(tp, [logn], [logd])[0])
     if dist_t <= 0:
         return None
-    amp = slope_draws(fld, n_draws) * dist_t * math.sqrt(share)
     rng = np.random.default_rng(seed)
-    omega = rng.standard_normal((n_draws, FIELD_FEATURES, k)) / ell
+    ell, amp = _draw_components(comps, n_draws, rng)
+    amp = amp * dist_t
+    omega = rng.standard_normal((n_draws, FIELD_FEATURES, k)) / ell[:, None, None]
     phase = rng.uniform(0.0, 2 * math.pi, (n_draws, FIELD_FEATURES))
     return {"amp": amp, "omega": omega, "phase": phase}
+
+
+def _draw_components(comps: list[dict], n_draws: int, rng) -> tuple[np.ndarray, np.ndarray]:
+    """Per draw a length scale and an amplitude per unit distance, s1'_s sqrt(share), from the
+    components' posterior probabilities p (stratified: round(p n_draws) draws each, in a
+    seeded random order); the probability missing from the components (white noise, ell = 0)
+    gets amplitude 0 (its ell is set to 1 only to keep omega finite)."""
+    p = np.array([float(c["p"]) for c in comps])
+    edges = np.round(np.cumsum(np.concatenate([[0.0], p])) * n_draws).astype(int)
+    edges = np.minimum(edges, n_draws)
+    ell, amp = np.ones(n_draws), np.zeros(n_draws)
+    for c, a, b in zip(comps, edges[:-1], edges[1:]):
+        ell[a:b] = float(c["length_scale"])
+        amp[a:b] = slope_draws(c, n_draws)[a:b] * math.sqrt(float(c["share"]))
+    order = rng.permutation(n_draws)
+    return ell[order], amp[order]
 
 
 def field_value(amp, omega, phase, h):

@@ -287,3 +287,39 @@ def test_order_scores_hand_computed():
     assert math.isclose(out["share_called_95"], 1 / 3) and out["wrong_among_called_95"] == 0.0
     # reversed truth: every call is wrong
     assert order_scores(L, np.array([3.0, 2.0, 1.0]))["wrong_among_called_95"] == 1.0
+
+
+def test_one_heldout_mixture_keeps_the_field():
+    # three checkpoints of ONE held-out run (one mixture), errors growing with the distance as
+    # the discrepancy model says (0.4 per e-fold): nothing in them can tell white noise over h
+    # from a smooth field (every ell > 0 gives them the same all-ones kernel, and the white
+    # model at rho -> 1 is the same rank-one covariance), so the length-scale posterior stays
+    # at or above its uniform prior (7 of 8 grid points smooth: 0.875; the white model's extra
+    # freedom, rho < 1, only costs it evidence on errors this proportional to d: 0.996 here)
+    # and the field is attached rather than dropped with whichever mode wins by a hair
+    d = np.array([0.7, 0.8, 0.9])
+    e = 0.4 * d + np.array([0.001, -0.001, 0.0])
+    H = np.tile([0.2, 0.3, 0.5], (3, 1))
+    out = dm.fit_slope(e, np.full(3, 1e-4), 1e-4, d, H=H)
+    fld = out["mixture_field"]
+    assert fld is not None and fld["p_structure"] > 0.8
+    assert len(fld["by_length_scale"]) == len(dm.GRID_ELL) - 1
+    assert abs(sum(c["p"] for c in fld["by_length_scale"]) - fld["p_structure"]) < 1e-12
+
+
+def test_field_averages_over_length_scales():
+    # two smooth components with p 0.3 and 0.5 and white noise with 0.2: 20 % of the draws get no
+    # field; E[f^2] = sum_c p_c (s1_c dist)^2 share_c (slopes certain, s1_log_sd 0). The
+    # allocation is stratified (exact counts); the variance over 4000 draws x 128 features is
+    # within about 4 % (sampling sd of a mean of squares of a scale mixture), so +-10 %
+    comps = [{"length_scale": 0.2, "p": 0.3, "s1": 0.02, "s1_log_sd": 0.0, "share": 0.5},
+             {"length_scale": 0.8, "p": 0.5, "s1": 0.04, "s1_log_sd": 0.0, "share": 0.8}]
+    fld = {**comps[1], "p_structure": 0.8, "by_length_scale": comps}
+    tp = _tp(S=4000, disc={**_FIELD_DISC, "mixture_field": fld})
+    f = dm.mixture_field(tp, 3.0, 0.0, 3, 4000)   # 2 e-folds from (1, 0)
+    assert np.sum(f["amp"] == 0) == 800
+    np.testing.assert_allclose(np.sort(np.unique(f["amp"])),
+                               [0.0, 0.02 * 2 * math.sqrt(0.5), 0.04 * 2 * math.sqrt(0.8)])
+    vals = _field_np(f, np.array([[0.2, 0.5, 0.3]]))
+    want = 0.3 * (0.02 * 2) ** 2 * 0.5 + 0.5 * (0.04 * 2) ** 2 * 0.8
+    assert abs(np.mean(vals ** 2) / want - 1) < 0.10
