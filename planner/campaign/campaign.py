@@ -67,8 +67,8 @@ def run_campaign(config, out: str | Path, *, executor=None, progress=None,
     budget, tolerance, failures or interrupted)."""
 
     cfg = coerce_config(config)
-    get_strategy(cfg.acquisition.name)  # an unknown acquisition or trainer fails before
-    if executor is None:                 # anything is created
+    get_strategy(cfg.acquisition.name)  # an unknown acquisition, or a trainer that cannot be
+    if executor is None:                 # built here, fails before anything is created
         check_trainer(cfg.trainer.path, dict(cfg.trainer.args))
     cfg, ledger = open_campaign(cfg, out)
     handler = _attach_log(Path(out))

@@ -113,6 +113,26 @@ class LedgerQueries:
         out["runs_committed"] = out["runs_completed"] + out["runs_in_flight"]
         return out
 
+    def ended_since(self, event_id: int = 0) -> dict[str, int]:
+        """Bought runs (planner or suggest sources) whose final result or final failure was
+        recorded after event ``event_id`` (0: ever): {"completed": n, "failed": n}."""
+        src = ",".join(f"'{s}'" for s in BOUGHT_SOURCES)
+        out = {"completed": 0, "failed": 0}
+        for r in self._con.execute(
+                f"SELECT runs.status, COUNT(DISTINCT runs.run_id) FROM runs JOIN events e "
+                f"ON e.run_id = runs.run_id WHERE e.id > ? AND ((e.kind = 'result' AND "
+                f"runs.status = 'completed') OR (e.kind = 'failed' AND runs.status = 'failed')) "
+                f"AND runs.source IN ({src}) GROUP BY runs.status", (int(event_id),)):
+            out[r[0]] = r[1]
+        return out
+
+    def last_event_id(self, kind: str, **match) -> int:
+        """Id of the latest event of ``kind`` whose data has every ``match`` item; 0 if none."""
+        for e in reversed(self.events(kind)):
+            if all(e["data"].get(k) == v for k, v in match.items()):
+                return int(e["id"])
+        return 0
+
     # -- snapshots --------------------------------------------------------------------------------
     def next_snapshot_id(self) -> int:
         return int(self._con.execute("SELECT COALESCE(MAX(id), 0) FROM snapshots").fetchone()[0]) + 1

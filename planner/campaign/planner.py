@@ -250,6 +250,8 @@ class Planner:
         self.posterior_run_ids: frozenset[str] = frozenset()
         self.recommendation: dict | None = None
         self.last_fit_error: str | None = None
+        # the failure fraction counts runs ended after the last stop for failures (if any)
+        self._failure_window = ledger.last_event_id("stopped", reason="failures")
         self._load_latest_snapshot()
 
     # -- state --------------------------------------------------------------------------------
@@ -304,15 +306,20 @@ class Planner:
         return bool(tol is not None and eel is not None and self.posterior_run_ids and eel < tol)
 
     def failure_stop(self) -> str | None:
-        """A message if more than max_failure_fraction of the ended runs failed."""
-        s = self.ledger.spent()
-        failed, done = s["runs_failed"], s["runs_completed"]
-        ended = failed + done
-        if ended >= MIN_ENDED_FOR_FAILURE_STOP and failed / ended > self.cfg.max_failure_fraction:
+        """A message if more than max_failure_fraction of the ended runs failed (checked once
+        MIN_ENDED_FOR_FAILURE_STOP have ended). After a stop for failures only the runs that end
+        after it count: a resumed campaign stops again only if its new runs fail too (the
+        earlier failures stay recorded)."""
+        since = self._failure_window
+        ended = self.ledger.ended_since(since)
+        failed, done = ended["failed"], ended["completed"]
+        total = failed + done
+        if total >= MIN_ENDED_FOR_FAILURE_STOP and failed / total > self.cfg.max_failure_fraction:
             last = [r for r in self.ledger.runs(RunStatus.FAILED) if r.error]
             why = f"; last error: {last[-1].error.splitlines()[0][:300]}" if last else ""
-            return (f"campaign stopped: {failed} of {ended} runs failed ({failed / ended:.0%}), more "
-                    f"than max_failure_fraction {self.cfg.max_failure_fraction:g}{why}")
+            after = " since the campaign resumed after its last stop for failures" if since else ""
+            return (f"campaign stopped: {failed} of {total} runs failed{after} ({failed / total:.0%}), "
+                    f"more than max_failure_fraction {self.cfg.max_failure_fraction:g}{why}")
         return None
 
     # -- ask ----------------------------------------------------------------------------------

@@ -1,0 +1,107 @@
+"""Campaigns that recover and inputs that are refused (issue 13): a campaign stopped for
+failures continues when the same command is rerun after the cause is fixed; a trainer whose
+constructor rejects its args, or a bad prior_runs table, fails before anything is recorded."""
+from __future__ import annotations
+
+import hashlib
+import os
+
+import pandas as pd
+import pytest
+import yaml
+
+from planner.campaign.campaign import campaign_status, run_campaign
+from planner.campaign.ledger import Ledger
+from planner.cli import main as planner_main
+from planner.core.errors import InputError, LedgerError
+from tests.campaign.test_campaign import DOMS, TRAINER, stub_fitter
+from tests.support.trainers import TinySynthetic
+
+
+def config(tmp_path, trainer_args=None, **over):
+    c = {"domains": DOMS, "targets": {"a": 1.0}, "target_budget": {"N": 1e9, "D": 2e10},
+         "space": {"N": [1e6, 5e7], "D": [1e8, 1e9]}, "budget": {"max_runs": 5},
+         "batch_size": 1, "acquisition": "random",
+         "trainer": {"path": TRAINER, "args": {"domains": DOMS, **(trainer_args or {})}},
+         "executor": {"kind": "inprocess", "max_retries": 0},
+         "fit": {"method": "map", "min_runs": 100, "background": False},
+         "max_failure_fraction": 0.5}
+    c.update(over)
+    return c
+
+
+def write(tmp_path, c, name="c.yaml"):
+    p = tmp_path / name
+    p.write_text(yaml.safe_dump(c))
+    return p
+
+
+def tree(d):
+    """Every file under d with its content hash (what 'nothing changed' compares)."""
+    return {str(p.relative_to(d)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(d.rglob("*")) if p.is_file() and p.name != ".planner.lock"}
+
+
+def test_a_campaign_stopped_for_failures_continues_once_the_cause_is_fixed(tmp_path, capsys):
+    broken = tmp_path / "broken"
+    broken.write_text("the trainer cannot run while this file exists")
+    out = tmp_path / "camp"
+    p = write(tmp_path, config(tmp_path, {"fail_while": str(broken)}))
+    assert planner_main(["run", str(p), "--out", str(out)]) == 1
+    assert "campaign stopped: 3 of 3 runs failed" in capsys.readouterr().err
+    # rerun with the cause still there: only new failures count, so it stops again after
+    # three more, instead of replaying the old stop at once
+    assert planner_main(["run", str(p), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "3 of 3 runs failed since the campaign resumed after its last stop for failures" in err
+    assert campaign_status(out)["counts"]["failed"] == 6
+    broken.unlink()  # the cause is fixed: the same command continues to the budget
+    res = run_campaign(p, out, fitter=stub_fitter)
+    assert res.stop_reason == "budget" and res.completed == 5
+    st = campaign_status(out)
+    # the failed attempts stay recorded; failed runs were not charged to the budget
+    assert st["counts"] == {"proposed": 0, "running": 0, "completed": 5, "failed": 6}
+    assert st["failed_attempts"] == 6 and st["stopped"]["reason"] == "budget"
+    assert "exists" in st["failures"][-1]["error"]
+
+
+def test_max_failure_fraction_may_change_on_resume(tmp_path):
+    broken = tmp_path / "broken"
+    broken.write_text("")
+    out = tmp_path / "camp"
+    c = config(tmp_path, {"fail_while": str(broken)}, budget={"max_runs": 3})
+    res = run_campaign(c, out)
+    assert res.stop_reason == "failures"
+    broken.unlink()
+    # a changed policy is accepted and recorded; a changed science key is still refused
+    res = run_campaign({**c, "max_failure_fraction": 0.9}, out, fitter=stub_fitter)
+    assert res.stop_reason == "budget" and res.completed == 3 and res.failed == 3
+    with Ledger.open(out, readonly=True) as lg:
+        changed = lg.events("config_changed")
+        assert lg.config()[0]["max_failure_fraction"] == 0.9
+    assert changed and changed[-1]["data"]["keys"] == ["max_failure_fraction"]
+    with pytest.raises(LedgerError, match="differs in seed"):
+        run_campaign({**c, "max_failure_fraction": 0.9, "seed": 4}, out)
+
+
+def test_a_trainer_that_rejects_its_args_fails_before_anything_is_recorded(tmp_path, capsys,
+                                                                           monkeypatch):
+    out = tmp_path / "camp"
+    p = write(tmp_path, config(tmp_path, {"noise": -1.0}, executor={"kind": "ray"}))
+    assert planner_main(["run", str(p), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: trainer ") and "noise must be >= 0" in err[0]
+    assert not out.exists()
+    # an existing campaign whose trainer cannot be built any more: nothing changes
+    c = config(tmp_path, budget={"max_runs": 2})
+    run_campaign(c, out, fitter=stub_fitter)
+    before = tree(out)
+
+    def refuse(self, *a, **k):
+        raise RuntimeError("no licence server")
+
+    monkeypatch.setattr(TinySynthetic, "__init__", refuse)
+    with pytest.raises(InputError, match="cannot be built with trainer.args: RuntimeError: no "
+                                         "licence server"):
+        run_campaign({**c, "budget": {"max_runs": 2}}, out)
+    assert tree(out) == before
