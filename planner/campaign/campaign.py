@@ -36,7 +36,12 @@ from planner.campaign.journal import JOURNAL, JournalLog
 from planner.campaign.ledger import Ledger
 from planner.campaign.lock import LOCK_NAME, CampaignLock
 from planner.campaign.loop import LoopResult, run_loop
-from planner.campaign.observations import import_observations, read_results, spec_json
+from planner.campaign.observations import (
+    prepare_observations,
+    read_results,
+    record_observations,
+    spec_json,
+)
 from planner.campaign.planner import RECOMMENDATION, Planner, load_posterior
 from planner.campaign.store import open_campaign, open_existing, stored_config
 from planner.config.parse import coerce_config
@@ -337,12 +342,17 @@ def tell(campaign_dir: str | Path, results, config=None, refit: bool = True) -> 
     DataFrame), validated like any runs table. Rows with the run_id of a suggested run complete
     it; rows of other runs are added as external observations (source ``tell``). Rows of one
     run (same run_id; without run_id: same N and h) are its checkpoints, the largest D its
-    final result. Idempotent: a run already completed is skipped. Refits (if enough runs) and
+    final result. Idempotent: a run already completed with the same losses is skipped; one
+    completed with a different loss is refused (InputError naming the run and both values),
+    and then nothing is recorded. Refits (if enough runs) and
     rewrites recommendation.json. Returns {"added", "completed", "duplicates", "run_ids"}."""
     df = read_results(results)
+    # validated before the campaign is opened (or created, with ``config``)
+    told = prepare_observations(coerce_config(config) if config is not None
+                                else load_campaign(campaign_dir).config, df, "tell")
     cfg, ledger = open_existing(campaign_dir, config)
     try:
-        counts = import_observations(ledger, cfg, df, source="tell")
+        counts = record_observations(ledger, told, "tell")
         if refit:
             planner = Planner(cfg, ledger)
             if planner.can_fit() or planner.recommendation is not None:

@@ -49,6 +49,14 @@ class LedgerQueries:
                         "recorded_at": r["recorded_at"]})
         return out
 
+    def result(self, run_id: str) -> dict | None:
+        """The stored result of one run: {"losses", "checkpoints", "N", "D"}, or None."""
+        r = self._con.execute("SELECT * FROM results WHERE run_id = ?", (run_id,)).fetchone()
+        if r is None:
+            return None
+        return {"losses": json.loads(r["losses_json"]), "checkpoints": json.loads(r["checkpoints_json"]),
+                "N": r["N"], "D": r["D"]}
+
     def n_observations(self) -> int:
         """Rows ``observations`` would return (finals plus checkpoints before D)."""
         n = 0

@@ -6,7 +6,11 @@ from pathlib import Path
 
 from planner.campaign.journal import JournalLog
 from planner.campaign.ledger import Ledger
-from planner.campaign.observations import import_observations, read_prior_runs
+from planner.campaign.observations import (
+    prepare_observations,
+    read_prior_runs,
+    record_observations,
+)
 from planner.campaign.planner import POSTERIORS, RECOMMENDATION
 from planner.campaign.records import LEDGER_NAME
 from planner.config.parse import coerce_config, config_from_dict
@@ -56,7 +60,10 @@ def open_campaign(config, out: str | Path) -> tuple[CampaignConfig, Ledger]:
     d = Path(out)
     new = config_to_dict(cfg)
     fp = config_fingerprint(cfg)
-    prior = read_prior_runs(cfg) if cfg.prior_runs else None  # fail before creating anything
+    prior = None  # a bad prior_runs table fails here, before anything is created
+    prior_label = f"prior_runs table {cfg.prior_runs}"
+    if cfg.prior_runs:
+        prior = prepare_observations(cfg, read_prior_runs(cfg), "imported", prior_label)
     if Ledger.exists(d):
         ledger = Ledger.open(d)
         try:
@@ -81,7 +88,7 @@ def open_campaign(config, out: str | Path) -> tuple[CampaignConfig, Ledger]:
         write_text_atomic(d / RESOLVED_CONFIG, config_to_yaml(cfg))
     if prior is not None:
         try:
-            n = import_observations(ledger, cfg, prior, source="imported")
+            n = record_observations(ledger, prior, "imported", prior_label)
             if n["added"]:
                 log.info("imported %d prior run(s) from %s", n["added"], cfg.prior_runs)
         except BaseException:

@@ -105,3 +105,66 @@ def test_a_trainer_that_rejects_its_args_fails_before_anything_is_recorded(tmp_p
                                          "licence server"):
         run_campaign({**c, "budget": {"max_runs": 2}}, out)
     assert tree(out) == before
+
+
+def prior_rows(h_b=0.5):
+    tr = TinySynthetic(DOMS)
+    rows = []
+    for i, N in enumerate([2e6, 4e6, 8e6]):
+        from trainers.base import RunSpec
+        h = {"a": 0.5, "b": h_b, "c": 1.0 - 0.5 - h_b}
+        r = tr(RunSpec(f"p{i}", int(N), int(3e8), h, i))
+        rows.append({"N": N, "D": 3e8, **{f"h_{d}": v for d, v in h.items()},
+                     "loss_a": r.losses["a"]})
+    return rows
+
+
+def test_a_bad_prior_runs_table_leaves_no_directory_and_the_corrected_one_works(tmp_path, capsys):
+    prior = tmp_path / "prior.csv"
+    bad = prior_rows()
+    bad[1]["h_b"] = 0.9  # this row's weights sum to 1.4
+    pd.DataFrame(bad).to_csv(prior, index=False)
+    out = tmp_path / "camp"
+    p = write(tmp_path, config(tmp_path, prior_runs=str(prior), budget={"max_runs": 2}))
+    assert planner_main(["run", str(p), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: prior_runs table {prior}") \
+        and "sum to" in err[0], err
+    assert not out.exists()
+    # a table without the campaign's target fails the same way
+    pd.DataFrame(prior_rows()).rename(columns={"loss_a": "loss_z"}).to_csv(prior, index=False)
+    assert planner_main(["run", str(p), "--out", str(out)]) == 2
+    assert "no loss column" in capsys.readouterr().err and not out.exists()
+    # the corrected table, same command: a new campaign that imports it
+    pd.DataFrame(prior_rows()).to_csv(prior, index=False)
+    res = run_campaign(p, out, fitter=stub_fitter)
+    assert res.stop_reason == "budget"
+    assert campaign_status(out)["sources"] == {"imported": 3, "planner": 2}
+
+
+def test_telling_a_different_loss_for_a_recorded_run_is_refused(tmp_path, capsys):
+    out = tmp_path / "camp"
+    c = write(tmp_path, config(tmp_path, budget={"max_runs": 4}))
+    rows = [{"run_id": "x1", **r} for r in prior_rows()[:1]]
+    pd.DataFrame(rows).to_csv(tmp_path / "t1.csv", index=False)
+    assert planner_main(["tell", str(out), str(tmp_path / "t1.csv"), "--config", str(c),
+                         "--no-fit"]) == 0
+    # the same loss again is idempotent
+    assert planner_main(["tell", str(out), str(tmp_path / "t1.csv"), "--no-fit"]) == 0
+    assert "1 already recorded" in capsys.readouterr().err
+    before = tree(out)
+    changed = [{**rows[0], "loss_a": rows[0]["loss_a"] + 0.25},
+               {"run_id": "x2", **prior_rows()[1]}]  # a new run in the same table
+    pd.DataFrame(changed).to_csv(tmp_path / "t2.csv", index=False)
+    assert planner_main(["tell", str(out), str(tmp_path / "t2.csv"), "--no-fit"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "'x1'" in err[0] and repr(rows[0]["loss_a"]) in err[0] \
+        and repr(changed[0]["loss_a"]) in err[0], err
+    assert tree(out) == before  # nothing recorded, not even the new run x2
+    with Ledger.open(out, readonly=True) as lg:
+        assert lg.run("x2") is None and lg.result("x1")["losses"]["a"] == rows[0]["loss_a"]
+    # a bad table given with --config creates no campaign
+    bad = tmp_path / "bad.csv"
+    pd.DataFrame([{**rows[0], "h_b": 0.9}]).to_csv(bad, index=False)
+    assert planner_main(["tell", str(tmp_path / "new"), str(bad), "--config", str(c)]) == 2
+    assert not (tmp_path / "new").exists()
