@@ -43,6 +43,7 @@ from planner.campaign.observations import (
     spec_json,
 )
 from planner.campaign.planner import RECOMMENDATION, Planner, load_posterior
+from planner.campaign.snapshots import UsableSnapshot, usable_snapshot
 from planner.campaign.store import open_campaign, open_existing, stored_config
 from planner.config.parse import coerce_config
 from planner.config.schema import CampaignConfig
@@ -134,7 +135,8 @@ def _running_holder(d: Path) -> str | None:
 
 
 def campaign_status(campaign_dir: str | Path) -> dict[str, Any]:
-    """A summary of a campaign (read-only; works while a planner is running it).
+    """A summary of a campaign (read-only; works while a planner is running it). Raises
+    InputError when the campaign has posterior snapshots and none of them loads.
 
     Keys: dir, running (holder of the lock or None), law, domains, targets, acquisition,
     counts (runs by status), spent (FLOPs and runs, see Ledger.spent), budget {flops,
@@ -145,7 +147,10 @@ def campaign_status(campaign_dir: str | Path) -> dict[str, Any]:
     run's weights below 1, or None), caps_binding (domains at their cap in the
     recommendation), warnings (``planner.calibrate.diagnose.fit_warnings`` of the posterior
     behind the recommendation, plus those of the report's held-out check of that snapshot
-    when one was computed) and discrepancy (the model discrepancy the recommendation used:
+    when one was computed, and one per damaged snapshot), damaged_snapshots (snapshots newer
+    than the one used that cannot be loaded: id, path, error; the status then shows the newest
+    snapshot that loads and its recommendation), damage (the warnings about damaged snapshots
+    or an unreadable recommendation.json, also in warnings) and discrepancy (the model discrepancy the recommendation used:
     ``recommendation.json``'s ``discrepancy``, or None)."""
     d = Path(campaign_dir)
     with Ledger.open(d, readonly=True) as ledger:
@@ -153,15 +158,8 @@ def campaign_status(campaign_dir: str | Path) -> dict[str, Any]:
         counts = ledger.counts()
         spent = ledger.spent()
         snaps = ledger.snapshots()
-        rec = None
-        rp = d / RECOMMENDATION
-        if rp.exists():
-            try:
-                rec = json.loads(rp.read_text())
-            except (OSError, json.JSONDecodeError):
-                rec = None
-        if rec is None and snaps:
-            rec = snaps[-1]["recommendation"]
+        good = usable_snapshot(snaps, load_posterior)  # InputError when none loads
+        rec, rec_warns = _read_recommendation(d, good)
         fails = [a for a in ledger.attempts() if a["status"] == RunStatus.FAILED]
         fit_errors = ledger.events("fit_failed")
         stops = ledger.events("stopped")
@@ -173,7 +171,8 @@ def campaign_status(campaign_dir: str | Path) -> dict[str, Any]:
         last_fit_err = None
         if fit_errors and (not snaps or fit_errors[-1]["t"] > snaps[-1]["created_at"]):
             last_fit_err = fit_errors[-1]["data"].get("error")
-        warns = _status_warnings(d, rec, snaps)
+        damage = good.warnings() + rec_warns
+        warns = merge_warnings(damage, _status_warnings(d, rec, good))
         return {
             "dir": str(d), "running": _running_holder(d), "law": cfg.law,
             "domains": list(cfg.domains), "targets": dict(cfg.targets),
@@ -194,25 +193,47 @@ def campaign_status(campaign_dir: str | Path) -> dict[str, Any]:
             "caps": None if caps is None else {d: c for d, c in caps.items() if c < 1.0},
             "caps_binding": None if rec is None else rec.get("caps_binding"),
             "warnings": warns,
+            "damaged_snapshots": good.damaged, "damage": damage,
             "discrepancy": None if rec is None else rec.get("discrepancy"),
             # law auto: {target: {family: stacking weight}} of the latest fit
             "law_weights": None if rec is None else rec.get("law_weights"),
         }
 
 
-def _status_warnings(d: Path, rec: dict | None, snaps: list[dict]) -> list[str]:
+def _read_recommendation(d: Path, good: UsableSnapshot) -> tuple[dict | None, list[str]]:
+    """The recommendation status shows, and warnings about where it came from:
+    ``recommendation.json``, unless it cannot be read or was made from a damaged snapshot; then
+    the one the ledger stored with the newest usable snapshot."""
+    rec, warns = None, []
+    rp = d / RECOMMENDATION
+    if rp.exists():
+        try:
+            rec = json.loads(rp.read_text())
+            if not isinstance(rec, dict):
+                raise ValueError(f"a JSON {type(rec).__name__}, not an object")
+        except (OSError, ValueError) as e:
+            rec = None
+            warns.append(f"{RECOMMENDATION} cannot be read ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0][:200] if str(e) else ''})"
+                         + (f"; showing the recommendation of snapshot {good.id:04d}"
+                            if good.snapshot is not None else ""))
+    if rec is not None and rec.get("snapshot") in {x["id"] for x in good.damaged}:
+        rec = None  # made from a snapshot that no longer loads (good.warnings() says so)
+    if rec is None and good.snapshot is not None:
+        rec = good.snapshot["recommendation"]
+    return rec, warns
+
+
+def _status_warnings(d: Path, rec: dict | None, good: UsableSnapshot) -> list[str]:
     """The recommendation's warnings, plus the report's held-out check of its snapshot. A
     recommendation written before they were recorded gets them from its snapshot."""
     if rec is None:
         return []
     warns = rec.get("warnings")
     snap_id = rec.get("snapshot")
-    if warns is None and snaps:
-        snap_id = snaps[-1]["id"]
-        try:
-            warns = fit_warnings(load_posterior(snaps[-1]["path"]))
-        except Exception as e:  # noqa: BLE001 - status must work on a damaged directory
-            warns = [f"the latest posterior snapshot cannot be read ({type(e).__name__}: {e})"]
+    if warns is None and good.snapshot is not None:
+        snap_id = good.id
+        warns = fit_warnings(good.posterior)
     return merge_warnings(warns, holdout_warnings(cached_holdout(d, snap_id)))
 
 

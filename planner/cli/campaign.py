@@ -49,6 +49,8 @@ def _status(args) -> int:
 
 
     st = campaign_status(args.campaign_dir)
+    for w in st["damage"]:
+        print(f"warning: {w}", file=sys.stderr)
     if args.json:
         print(json.dumps(st, indent=2, default=str))
     else:

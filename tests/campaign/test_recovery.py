@@ -14,7 +14,8 @@ from planner.campaign.campaign import campaign_status, run_campaign
 from planner.campaign.ledger import Ledger
 from planner.cli import main as planner_main
 from planner.core.errors import InputError, LedgerError
-from tests.campaign.test_campaign import DOMS, TRAINER, stub_fitter
+from tests.campaign.test_campaign import DOMS, TRAINER
+from tests.support.fakefit import stub_fitter
 from tests.support.trainers import TinySynthetic
 
 
@@ -168,3 +169,43 @@ def test_telling_a_different_loss_for_a_recorded_run_is_refused(tmp_path, capsys
     pd.DataFrame([{**rows[0], "h_b": 0.9}]).to_csv(bad, index=False)
     assert planner_main(["tell", str(tmp_path / "new"), str(bad), "--config", str(c)]) == 2
     assert not (tmp_path / "new").exists()
+
+
+def test_a_damaged_snapshot_is_reported_and_the_previous_good_one_used(tmp_path, capsys):
+    import json
+
+    out = tmp_path / "camp"
+    # a refit after each of runs 3-5 (5 observations per run: 15 > the law's 11 parameters)
+    run_campaign(config(tmp_path, {"checkpoints": 4}, budget={"max_runs": 5},
+                        fit={"method": "map", "min_runs": 2, "background": False}),
+                 out, fitter=stub_fitter)
+    with Ledger.open(out, readonly=True) as lg:
+        snaps = lg.snapshots()
+    assert len(snaps) >= 3
+    last, prev = snaps[-1], snaps[-2]
+    assert json.loads((out / "recommendation.json").read_text())["snapshot"] == last["id"]
+    nc = sorted((out / "posteriors" / f"{last['id']:04d}").glob("*.nc"))[0]
+    nc.write_bytes(nc.read_bytes()[:200])  # truncated
+    assert planner_main(["status", str(out), "--json"]) == 0
+    cap = capsys.readouterr()
+    st = json.loads(cap.out)
+    lines = [x for x in cap.err.splitlines() if x.startswith("warning: ")]
+    assert len(lines) == 1 and f"snapshot {last['id']:04d} is damaged" in lines[0] \
+        and f"using snapshot {prev['id']:04d}" in lines[0]
+    assert lines[0][len("warning: "):] in st["warnings"]
+    assert st["recommendation"]["snapshot"] == prev["id"]
+    assert [d["id"] for d in st["damaged_snapshots"]] == [last["id"]]
+    # the report shows the previous snapshot and says why
+    assert planner_main(["report", str(out), "--no-holdout"]) == 0
+    cap = capsys.readouterr()
+    assert f"snapshot {last['id']:04d} is damaged" in cap.err
+    page = (out / "report.html").read_text()
+    assert f"snapshot {last['id']:04d} is damaged" in page
+    # no snapshot loads: exit 2 with one line
+    for s in snaps:
+        for f in (out / "posteriors" / f"{s['id']:04d}").glob("meta.json"):
+            f.write_text("{")
+    for argv in (["status", str(out)], ["report", str(out), "--no-holdout"]):
+        assert planner_main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: no usable posterior snapshot"), err
