@@ -41,6 +41,9 @@ class LoopResult:
     completed: int
     failed: int
     stats: dict = field(default_factory=dict)
+    # the final fit on all completed runs failed (``recommendation.json``, if any, is then an
+    # earlier fit's, or absent): its error
+    final_fit_error: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -201,14 +204,15 @@ def run_loop(planner: Planner, executor, progress=None, poll_s: float = 0.5) -> 
         s = ledger.spent()
         return LoopResult("interrupted", "interrupted; rerun the same command to resume",
                           s["runs_completed"], s["runs_failed"], loop_stats(planner))
-    planner.finalize()
+    fit_error = planner.finalize()
     if stop_reason == "budget" and not message:
         flops_left, runs_left = planner.budget_left()
         message = "budget spent" + (f" ({cfg.budget.max_runs} runs)" if runs_left is not None
                                     and runs_left <= 0 else
                                     f" ({ledger.spent()['flops_committed']:.3g} FLOPs)")
-    ledger.event("stopped", None, reason=stop_reason, message=message)
+    ledger.event("stopped", None, reason=stop_reason, message=message,
+                 **({"final_fit_error": fit_error} if fit_error else {}))
     show()
     s = ledger.spent()
     return LoopResult(stop_reason or "budget", message, s["runs_completed"], s["runs_failed"],
-                      loop_stats(planner))
+                      loop_stats(planner), final_fit_error=fit_error)

@@ -536,10 +536,11 @@ class Planner:
         write_json_atomic(self.dir / RECOMMENDATION, rec)
         return True
 
-    def finalize(self) -> None:
+    def finalize(self) -> str | None:
         """End of a campaign or a command: fit on everything if the last fit is stale, learning
         the discrepancy afresh (or, when only the discrepancy is stale, re-learn it on the
-        current fit), and (re)write recommendation.json."""
+        current fit), and (re)write recommendation.json. Returns the error of that fit when it
+        failed (the previous recommendation, if any, is kept), else None."""
         fo = None
         if self.needs_fit():
             fo = self.refit(final=True)
@@ -549,6 +550,7 @@ class Planner:
         if fo is not None and fo.error is not None:
             log.warning("final fit failed (%s); keeping the previous recommendation", fo.error)
         self.write_recommendation()
+        return None if fo is None else fo.error
 
 
 def _plain(v: Any) -> Any:

@@ -7,7 +7,8 @@
     planner runs CAMPAIGN_DIR --out RUNS.csv
 
 ``register(subparsers)`` adds them to the main parser (planner.cli). Each handler returns the
-exit code: 0 success; 1 a campaign stopped by failures; 130 interrupted; bad input raises
+exit code: 0 success; 1 a campaign stopped by failures or whose final fit failed (or that
+could not fit at all: no recommendation); 130 interrupted; bad input raises
 InputError, which the main program prints as one line with exit code 2.
 ``python -m planner.cli.campaign ...`` runs these subcommands on their own.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from planner.campaign.campaign import (
     campaign_status,
@@ -23,6 +25,7 @@ from planner.campaign.campaign import (
     suggest,
     tell,
 )
+from planner.campaign.planner import RECOMMENDATION
 from planner.report.progress import Progress, print_status
 
 
@@ -39,8 +42,19 @@ def _run(args) -> int:
         print(f"interrupted: rerun `planner run {args.config} --out {args.out}` to resume",
               file=sys.stderr)
         return 130
-    print(f"done: {res.message}; recommendation in {args.out}/recommendation.json"
-          if res.message else "done", file=sys.stderr)
+    rec = Path(args.out) / RECOMMENDATION
+    if res.final_fit_error:
+        kept = (f"{rec} is from an earlier fit" if rec.exists()
+                else "no recommendation was written")
+        print(f"error: the final fit failed ({res.final_fit_error}); {kept}; rerun the same "
+              f"command to retry the fit", file=sys.stderr)
+        return 1
+    if not rec.exists():
+        print(f"error: {res.message or 'done'}, but no fit was possible, so no "
+              f"recommendation was written", file=sys.stderr)
+        return 1
+    print(f"done: {res.message}; recommendation in {rec}" if res.message else "done",
+          file=sys.stderr)
     return 0
 
 

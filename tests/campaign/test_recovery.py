@@ -70,13 +70,13 @@ def test_max_failure_fraction_may_change_on_resume(tmp_path):
     broken = tmp_path / "broken"
     broken.write_text("")
     out = tmp_path / "camp"
-    c = config(tmp_path, {"fail_while": str(broken)}, budget={"max_runs": 3})
+    c = config(tmp_path, {"fail_while": str(broken)}, budget={"max_runs": 4})
     res = run_campaign(c, out)
     assert res.stop_reason == "failures"
     broken.unlink()
     # a changed policy is accepted and recorded; a changed science key is still refused
     res = run_campaign({**c, "max_failure_fraction": 0.9}, out, fitter=stub_fitter)
-    assert res.stop_reason == "budget" and res.completed == 3 and res.failed == 3
+    assert res.stop_reason == "budget" and res.completed == 4 and res.failed == 3
     with Ledger.open(out, readonly=True) as lg:
         changed = lg.events("config_changed")
         assert lg.config()[0]["max_failure_fraction"] == 0.9
@@ -94,7 +94,7 @@ def test_a_trainer_that_rejects_its_args_fails_before_anything_is_recorded(tmp_p
     assert len(err) == 1 and err[0].startswith("error: trainer ") and "noise must be >= 0" in err[0]
     assert not out.exists()
     # an existing campaign whose trainer cannot be built any more: nothing changes
-    c = config(tmp_path, budget={"max_runs": 2})
+    c = config(tmp_path, budget={"max_runs": 4})
     run_campaign(c, out, fitter=stub_fitter)
     before = tree(out)
 
@@ -104,7 +104,7 @@ def test_a_trainer_that_rejects_its_args_fails_before_anything_is_recorded(tmp_p
     monkeypatch.setattr(TinySynthetic, "__init__", refuse)
     with pytest.raises(InputError, match="cannot be built with trainer.args: RuntimeError: no "
                                          "licence server"):
-        run_campaign({**c, "budget": {"max_runs": 2}}, out)
+        run_campaign(c, out)
     assert tree(out) == before
 
 
@@ -209,3 +209,27 @@ def test_a_damaged_snapshot_is_reported_and_the_previous_good_one_used(tmp_path,
         assert planner_main(argv) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: no usable posterior snapshot"), err
+
+
+def test_too_few_runs_are_refused_and_a_failed_final_fit_is_not_success(tmp_path, capsys):
+    out = tmp_path / "camp"
+    p = write(tmp_path, config(tmp_path, budget={"max_runs": 3}))
+    assert planner_main(["run", str(p), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: config: budget.max_runs (3) is too few") \
+        and "11 parameters" in err[0]
+    assert not out.exists()
+    # with prior runs the floor does not apply (they count as runs of the first fit)
+    from planner.config.parse import config_from_dict
+    pd.DataFrame(prior_rows()).to_csv(tmp_path / "prior.csv", index=False)
+    config_from_dict(config(tmp_path, budget={"max_runs": 1}, prior_runs=str(tmp_path / "prior.csv")))
+    # 4 runs without checkpoints: 4 observations, fewer than the law's 11 parameters, so the
+    # final (real) fit fails: exit 1 and a line that says so, no recommendation path
+    p = write(tmp_path, config(tmp_path, budget={"max_runs": 4}))
+    assert planner_main(["run", str(p), "--out", str(out)]) == 1
+    err = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error:")]
+    assert len(err) == 1 and err[0].startswith("error: the final fit failed (InputError: target "
+                                               "'a' has 4 observations") \
+        and "no recommendation was written" in err[0], err
+    assert not (out / "recommendation.json").exists()
+    assert campaign_status(out)["stopped"]["reason"] == "budget"
