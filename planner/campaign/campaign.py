@@ -143,7 +143,8 @@ def campaign_status(campaign_dir: str | Path) -> dict[str, Any]:
     max_runs}, observations, snapshots, recommendation (optimum format or None),
     expected_excess_loss, failures (last failed attempts: run_id, attempt, reason, error),
     last_fit_error, stopped (the last stop event's reason and message, or None), sources
-    (completed runs by source: planner, suggest, imported, tell), caps (data caps on the target
+    (completed runs by source: planner, suggest, imported, tell), strategies (runs that did not
+    fail, by the strategy that chose them: initial, random, grid, decision, prior, told), caps (data caps on the target
     run's weights below 1, or None), caps_binding (domains at their cap in the
     recommendation), warnings (``planner.calibrate.diagnose.fit_warnings`` of the posterior
     behind the recommendation, plus those of the report's held-out check of that snapshot
@@ -165,8 +166,13 @@ def campaign_status(campaign_dir: str | Path) -> dict[str, Any]:
         stops = ledger.events("stopped")
         n_obs = ledger.n_observations()
         sources: dict[str, int] = {}
-        for r in ledger.runs(RunStatus.COMPLETED):
-            sources[r.source] = sources.get(r.source, 0) + 1
+        strategies: dict[str, int] = {}
+        for r in ledger.runs():
+            if r.status == RunStatus.COMPLETED:
+                sources[r.source] = sources.get(r.source, 0) + 1
+            if r.status != RunStatus.FAILED:
+                key = r.strategy or "unknown"
+                strategies[key] = strategies.get(key, 0) + 1
         caps = cfg.weight_caps()
         last_fit_err = None
         if fit_errors and (not snaps or fit_errors[-1]["t"] > snaps[-1]["created_at"]):
@@ -189,7 +195,7 @@ def campaign_status(campaign_dir: str | Path) -> dict[str, Any]:
             "last_fit_error": last_fit_err,
             "stopped": ({"reason": stops[-1]["data"].get("reason"),
                          "message": stops[-1]["data"].get("message")} if stops else None),
-            "sources": sources,
+            "sources": sources, "strategies": strategies,
             "caps": None if caps is None else {d: c for d, c in caps.items() if c < 1.0},
             "caps_binding": None if rec is None else rec.get("caps_binding"),
             "warnings": warns,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sqlite3
 
-from planner.campaign.records import BOUGHT_SOURCES, STATUSES
+from planner.campaign.records import BOUGHT_SOURCES, STATUSES, run_strategy
 
 
 class LedgerQueries:
@@ -37,7 +37,7 @@ class LedgerQueries:
     def results(self) -> list[dict]:
         """Stored results joined with their runs, in proposal order."""
         rows = self._con.execute(
-            "SELECT r.*, runs.seq, runs.source, runs.seed, runs.flops FROM results r "
+            "SELECT r.*, runs.seq, runs.source, runs.seed, runs.flops, runs.strategy FROM results r "
             "JOIN runs ON runs.run_id = r.run_id ORDER BY runs.seq").fetchall()
         out = []
         for r in rows:
@@ -45,6 +45,7 @@ class LedgerQueries:
                         "losses": json.loads(r["losses_json"]),
                         "checkpoints": json.loads(r["checkpoints_json"]),
                         "metadata": json.loads(r["metadata_json"]), "source": r["source"],
+                        "strategy": run_strategy(r["source"], r["strategy"]),
                         "seed": r["seed"], "flops": r["flops"], "attempt": r["attempt"],
                         "recorded_at": r["recorded_at"]})
         return out
@@ -68,7 +69,8 @@ class LedgerQueries:
         """Every observation (final results and checkpoints) as a runs-table DataFrame.
 
         Columns: run_id, N, D, h_<domain>..., loss_<target>... (empty where not measured), then
-        the extras ``final`` (True for a run's final result), ``source`` and ``seed``.
+        the extras ``final`` (True for a run's final result), ``source``, ``seed`` and
+        ``strategy`` (which strategy chose the run: records.run_strategy).
         """
         import pandas as pd
 
@@ -81,7 +83,7 @@ class LedgerQueries:
                     targets.append(t)
             base = {"run_id": r["run_id"], "N": r["N"]}
             hs = {f"h_{d}": float(r["h"].get(d, 0.0)) for d in domains}
-            extra = {"source": r["source"], "seed": r["seed"]}
+            extra = {"source": r["source"], "seed": r["seed"], "strategy": r["strategy"]}
             if include_checkpoints:
                 for tokens, losses in sorted(r["checkpoints"], key=lambda c: c[0]):
                     if float(tokens) >= float(r["D"]):
@@ -93,7 +95,7 @@ class LedgerQueries:
                          **{f"loss_{k}": v for k, v in r["losses"].items()},
                          "final": True, **extra})
         cols = (["run_id", "N", "D"] + [f"h_{d}" for d in domains] + [f"loss_{t}" for t in targets]
-                + ["final", "source", "seed"])
+                + ["final", "source", "seed", "strategy"])
         df = pd.DataFrame(rows, columns=cols)
         if len(df):
             df["N"] = df["N"].astype(float)

@@ -15,7 +15,9 @@ loss falls below ``stop.expected_excess_loss``, or more than ``max_failure_fract
 runs fail. Refits run in a background thread by default (``fit.background``) so that new runs
 are dispatched while the posterior is updated; the strategy then uses the latest posterior.
 Until ``fit.min_runs`` runs have completed (default: one more than the law's parameters), the
-``random`` strategy (a space-filling design) proposes runs. A campaign always ends with a fit on
+``random`` strategy (a space-filling design) proposes runs, recorded as strategy ``initial``; a
+campaign whose acquisition uses the posterior then waits for its first fit instead of buying more
+of them (``Planner.initial_design_left``). A campaign always ends with a fit on
 all completed runs and ``recommendation.json`` in the ``optimum`` format.
 """
 from __future__ import annotations
@@ -166,6 +168,9 @@ def run_loop(planner: Planner, executor, progress=None, poll_s: float = 0.5) -> 
                         break
                     dispatch(r)
                 free = cfg.batch_size - len(in_flight)
+                cap = planner.initial_design_left(fitw.busy)  # waits for the first fit
+                if cap is not None:
+                    free = min(free, cap)
                 if free > 0:
                     for spec in planner.ask(free):
                         dispatch(ledger.run(spec.run_id))

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from planner.campaign.ledger import Ledger
+from planner.campaign.records import GIVEN_STRATEGY
 from planner.config.schema import CampaignConfig
 from planner.core.errors import InputError
 from planner.core.io import read_table
@@ -136,7 +137,7 @@ def record_observations(ledger: Ledger, runs: list[ToldRun], source: str,
             dup += 1
             continue
         if rec is None:
-            ledger.add_runs([spec], source=source, strategy=None)
+            ledger.add_runs([spec], source=source, strategy=GIVEN_STRATEGY.get(source))
             added += 1
         else:
             completed += 1

@@ -12,6 +12,7 @@ a resumed campaign keeps it. ``recommendation.json`` also lists the posterior's 
 (``planner.calibrate.diagnose.fit_warnings``)."""
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import math
 import os
@@ -38,7 +39,7 @@ from planner.calibrate.heldout import (
 from planner.campaign.executors.base import Outcome
 from planner.campaign.journal import JournalLog
 from planner.campaign.ledger import Ledger
-from planner.campaign.records import RunRecord
+from planner.campaign.records import INITIAL_STRATEGY, RunRecord
 from planner.config.schema import CampaignConfig
 from planner.core.errors import InputError
 from planner.core.io import plain_json, write_json_atomic
@@ -46,7 +47,11 @@ from planner.core.types import RunStatus
 from planner.decide.optimum import recommend
 from planner.decide.registry import propose
 from planner.decide.space import Proposal, Space
-from planner.decide.strategies import DesignRequest, initial_options
+from planner.decide.strategies import (
+    POSTERIOR_FREE_STRATEGIES,
+    DesignRequest,
+    initial_options,
+)
 from planner.infer.auto import fit_auto, law_summary, warm_start_auto
 from planner.infer.dispatch import fit
 from planner.model.laws import AUTO
@@ -322,6 +327,27 @@ class Planner:
                     f"more than max_failure_fraction {self.cfg.max_failure_fraction:g}{why}")
         return None
 
+    def initial_design_left(self, fit_running: bool) -> int | None:
+        """How many more runs the loop may buy before the first posterior exists, or None for no
+        limit. A campaign whose acquisition uses the posterior buys its initial design (the
+        ``fit.min_runs`` completed runs the first fit needs), then waits for that fit instead of
+        spending budget on more initial runs: 0 while a fit runs or the runs that complete the
+        design are still in flight; one run at a time when the design is complete but no fit is
+        possible yet (fewer observations than the law's parameters). No limit once a posterior
+        exists, for ``random`` and ``grid``, and after a failed first fit (the campaign then goes
+        on buying, as it cannot know when a fit will succeed)."""
+        if self.posterior is not None or self.last_fit_error is not None or \
+                self.cfg.acquisition.name in POSTERIOR_FREE_STRATEGIES:
+            return None
+        if fit_running:
+            return 0
+        pending = sum(1 for r in self.ledger.runs((RunStatus.PROPOSED, RunStatus.RUNNING))
+                      if r.source == "planner")
+        left = self.cfg.min_runs_to_fit() - len(self.completed_run_ids()) - pending
+        if left <= 0:
+            return 0 if pending else 1
+        return left
+
     # -- ask ----------------------------------------------------------------------------------
     def ask(self, q: int, source: str = "planner") -> list[RunSpec]:
         """Propose up to ``q`` new runs within the budget, record them as ``proposed`` and
@@ -360,6 +386,8 @@ class Planner:
                 self.ledger.event("acquisition_failed", None, strategy=name, error=msg)
                 req.posterior, req.options = None, {}
                 props = propose("random", req)
+            if not use_post:  # the initial design, whichever strategy drew it
+                props = [dataclasses.replace(p, strategy=INITIAL_STRATEGY) for p in props]
             accepted: list[Proposal] = []
             left = flops_left
             for p in props:
@@ -386,8 +414,8 @@ class Planner:
             specs.append(RunSpec(run_id=f"r{s + skip:05d}", N=int(p.N), D=int(p.D), h=dict(p.h),
                                  seed=int((self.cfg.seed * 1_000_003 + s) % (2 ** 31))))
             infos.append(_plain(p.info))
-        strategy = props[0].strategy if len({p.strategy for p in props}) == 1 else "mixed"
-        self.ledger.add_runs(specs, source=source, strategy=strategy, infos=infos)
+        self.ledger.add_runs(specs, source=source, strategy=[p.strategy or None for p in props],
+                             infos=infos)
         return specs
 
     # -- tell ---------------------------------------------------------------------------------

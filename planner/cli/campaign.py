@@ -4,7 +4,7 @@
     planner status CAMPAIGN_DIR
     planner suggest CAMPAIGN_DIR -n Q --out RUNS.json [--config CONFIG]
     planner tell CAMPAIGN_DIR RESULTS.csv [--config CONFIG]
-    planner runs CAMPAIGN_DIR --out RUNS.csv
+    planner runs CAMPAIGN_DIR [--out RUNS.csv]    # without --out: CSV on stdout
 
 ``register(subparsers)`` adds them to the main parser (planner.cli). Each handler returns the
 exit code: 0 success; 1 a campaign stopped by failures or whose final fit failed (or that
@@ -88,6 +88,9 @@ def _tell(args) -> int:
 
 def _runs(args) -> int:
     df = export_runs(args.campaign_dir, args.out)
+    if args.out is None:  # the table itself is the output
+        df.to_csv(sys.stdout, index=False)
+        return 0
     print(f"{len(df)} observation(s) of {df['run_id'].nunique() if len(df) else 0} run(s) "
           f"written to {args.out}", file=sys.stderr)
     return 0
@@ -135,5 +138,6 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser("runs", help="export every observation (runs-table schema)")
     p.add_argument("campaign_dir", metavar="CAMPAIGN_DIR")
-    p.add_argument("--out", required=True, metavar="RUNS.csv")
+    p.add_argument("--out", default=None, metavar="RUNS.csv",
+                   help="CSV, or Parquet for a .parquet name (default: CSV on stdout)")
     p.set_defaults(func=_runs)

@@ -141,6 +141,10 @@ def status_table(st: dict[str, Any]):
     t.add_row("compute (FLOPs)", f"completed {_fmt_flops(sp['flops_completed'])}, in flight "
                                  f"{_fmt_flops(sp['flops_in_flight'])}, budget {_fmt_flops(b['flops'])}")
     t.add_row("runs bought", f"{sp['runs_committed']} of {b['max_runs'] if b['max_runs'] else 'unlimited'}")
+    strat = st.get("strategies") or {}
+    if strat:
+        t.add_row("chosen by", ", ".join(f"{k} {v}" for k, v in strat.items())
+                  + " (runs not failed, by strategy)")
     src = st.get("sources") or {}
     given = {k: v for k, v in src.items() if k not in ("planner", "suggest")}
     if given:
