@@ -372,7 +372,8 @@ def tell(campaign_dir: str | Path, results, config=None, refit: bool = True) -> 
     final result. Idempotent: a run already completed with the same losses is skipped; one
     completed with a different loss is refused (InputError naming the run and both values),
     and then nothing is recorded. Refits (if enough runs) and
-    rewrites recommendation.json. Returns {"added", "completed", "duplicates", "run_ids"}."""
+    rewrites recommendation.json. Returns {"added", "completed", "duplicates", "run_ids",
+    "fit_error"} (fit_error: why that refit failed, else None; the results stay recorded)."""
     df = read_results(results)
     # validated before the campaign is opened (or created, with ``config``)
     told = prepare_observations(coerce_config(config) if config is not None
@@ -380,10 +381,11 @@ def tell(campaign_dir: str | Path, results, config=None, refit: bool = True) -> 
     cfg, ledger = open_existing(campaign_dir, config)
     try:
         counts = record_observations(ledger, told, "tell")
+        counts["fit_error"] = None
         if refit:
             planner = Planner(cfg, ledger)
             if planner.can_fit() or planner.recommendation is not None:
-                planner.finalize()
+                counts["fit_error"] = planner.finalize()
         return counts
     finally:
         ledger.close()

@@ -83,6 +83,10 @@ def _tell(args) -> int:
     r = tell(args.campaign_dir, args.results, config=args.config, refit=not args.no_fit)
     print(f"told: {r['completed']} suggested run(s) completed, {r['added']} new run(s) added, "
           f"{r['duplicates']} already recorded", file=sys.stderr)
+    if r.get("fit_error"):
+        print(f"error: the results are recorded but the refit failed ({r['fit_error']}); "
+              f"{RECOMMENDATION} is not up to date", file=sys.stderr)
+        return 1
     return 0
 
 

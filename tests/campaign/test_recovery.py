@@ -233,3 +233,24 @@ def test_too_few_runs_are_refused_and_a_failed_final_fit_is_not_success(tmp_path
         and "no recommendation was written" in err[0], err
     assert not (out / "recommendation.json").exists()
     assert campaign_status(out)["stopped"]["reason"] == "budget"
+
+
+def test_a_tell_whose_refit_fails_keeps_the_results_and_exits_1(tmp_path, capsys, monkeypatch):
+    import planner.campaign.planner as planner_mod
+
+    def boom(obs, cfg, seed, previous=None, final=False):
+        raise RuntimeError("sampler exploded")
+
+    monkeypatch.setattr(planner_mod, "default_fitter", boom)
+    out = tmp_path / "camp"
+    c = write(tmp_path, config(tmp_path, fit={"method": "map", "min_runs": 1}))
+    rows = []
+    for i, r in enumerate(prior_rows()):
+        rows += [{"run_id": f"x{i}", **r, "D": D} for D in (1e8, 2e8, 3e8, 4e8)]
+    pd.DataFrame(rows).to_csv(tmp_path / "t.csv", index=False)  # 12 rows > 11 parameters
+    assert planner_main(["tell", str(out), str(tmp_path / "t.csv"), "--config", str(c)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith("told: 0 suggested run(s) completed, 3 new run(s) added")
+    assert err[1] == ("error: the results are recorded but the refit failed (RuntimeError: "
+                      "sampler exploded); recommendation.json is not up to date")
+    assert campaign_status(out)["observations"] == 12
