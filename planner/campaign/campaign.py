@@ -246,8 +246,9 @@ def _status_warnings(d: Path, rec: dict | None, good: UsableSnapshot) -> list[st
 def export_runs(campaign_dir: str | Path, out: str | Path | None = None,
                 include_checkpoints: bool = True):
     """Every observation of a campaign in the runs-table schema (DESIGN.md section 3): run_id,
-    N, D, h_<domain>, loss_<target>, plus ``final`` (False for checkpoints), ``source`` and
-    ``seed``. Failed runs are not observations. Writes CSV (or Parquet for .parquet) if ``out``."""
+    N, D, h_<domain>, loss_<target>, plus ``final`` (False for checkpoints), ``source``,
+    ``seed`` and ``strategy`` (which strategy chose the run: initial, random, grid, decision,
+    prior, told). Failed runs are not observations. Writes CSV (or Parquet for .parquet) if ``out``."""
     d = Path(campaign_dir)
     with Ledger.open(d, readonly=True) as ledger:
         cfg = stored_config(ledger)
