@@ -142,17 +142,18 @@ def campaign_status(campaign_dir: str | Path) -> dict[str, Any]:
     counts (runs by status), spent (FLOPs and runs, see Ledger.spent), budget {flops,
     max_runs}, observations, snapshots, recommendation (optimum format or None),
     expected_excess_loss, failures (last failed attempts: run_id, attempt, reason, error),
-    last_fit_error, stopped (the last stop event's reason and message, or None), sources
-    (completed runs by source: planner, suggest, imported, tell), strategies (runs that did not
-    fail, by the strategy that chose them: initial, random, grid, decision, prior, told), caps (data caps on the target
-    run's weights below 1, or None), caps_binding (domains at their cap in the
-    recommendation), warnings (``planner.calibrate.diagnose.fit_warnings`` of the posterior
-    behind the recommendation, plus those of the report's held-out check of that snapshot
-    when one was computed, and one per damaged snapshot), damaged_snapshots (snapshots newer
-    than the one used that cannot be loaded: id, path, error; the status then shows the newest
-    snapshot that loads and its recommendation), damage (the warnings about damaged snapshots
-    or an unreadable recommendation.json, also in warnings) and discrepancy (the model discrepancy the recommendation used:
-    ``recommendation.json``'s ``discrepancy``, or None)."""
+    last_fit_error, stopped (the last stop event's reason and message, and final_fit_error
+    when the final fit failed; or None), sources (completed runs by source: planner, suggest,
+    imported, tell), strategies (runs that did not fail, by the strategy that chose them:
+    initial, random, grid, decision, prior, told), caps (data caps on the target run's weights
+    below 1, or None), caps_binding (domains at their cap in the recommendation), warnings
+    (``planner.calibrate.diagnose.fit_warnings`` of the posterior behind the recommendation,
+    plus those of the report's held-out check of that snapshot when one was computed, and one
+    per damaged snapshot), damaged_snapshots (snapshots newer than the one used that cannot be
+    loaded: id, path, error; the status then shows the newest snapshot that loads and its
+    recommendation), damage (the warnings about damaged snapshots or an unreadable
+    recommendation.json, also in warnings) and discrepancy (the model discrepancy the
+    recommendation used: ``recommendation.json``'s ``discrepancy``, or None)."""
     d = Path(campaign_dir)
     with Ledger.open(d, readonly=True) as ledger:
         cfg = stored_config(ledger)
@@ -194,7 +195,9 @@ def campaign_status(campaign_dir: str | Path) -> dict[str, Any]:
             "failed_attempts": len(fails),
             "last_fit_error": last_fit_err,
             "stopped": ({"reason": stops[-1]["data"].get("reason"),
-                         "message": stops[-1]["data"].get("message")} if stops else None),
+                         "message": stops[-1]["data"].get("message"),
+                         **{k: v for k, v in stops[-1]["data"].items() if k == "final_fit_error"}}
+                        if stops else None),
             "sources": sources, "strategies": strategies,
             "caps": None if caps is None else {d: c for d, c in caps.items() if c < 1.0},
             "caps_binding": None if rec is None else rec.get("caps_binding"),

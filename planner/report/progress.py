@@ -128,9 +128,12 @@ def status_table(st: dict[str, Any]):
     t.add_column("key", style="bold")
     t.add_column("value")
     c = st["counts"]
+    stopped = st.get("stopped") or {}
     t.add_row("state", f"running ({st['running']})" if st.get("running") else
-              (f"stopped: {st['stopped']['reason']} - {st['stopped']['message']}"
-               if st.get("stopped") else "not running"))
+              (f"stopped: {stopped['reason']} - {stopped['message']}"
+               + (f"; the final fit failed: {stopped['final_fit_error']}"
+                  if stopped.get("final_fit_error") else "")
+               if stopped else "not running"))
     t.add_row("law / acquisition", f"{st['law']} / {st['acquisition']}")
     lw = format_law_weights(st.get("law_weights"))
     if lw:

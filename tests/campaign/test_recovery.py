@@ -232,7 +232,8 @@ def test_too_few_runs_are_refused_and_a_failed_final_fit_is_not_success(tmp_path
                                                "'a' has 4 observations") \
         and "no recommendation was written" in err[0], err
     assert not (out / "recommendation.json").exists()
-    assert campaign_status(out)["stopped"]["reason"] == "budget"
+    stopped = campaign_status(out)["stopped"]
+    assert stopped["reason"] == "budget" and "4 observations" in stopped["final_fit_error"]
 
 
 def test_a_tell_whose_refit_fails_keeps_the_results_and_exits_1(tmp_path, capsys, monkeypatch):
