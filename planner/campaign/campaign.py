@@ -36,8 +36,14 @@ from planner.campaign.journal import JOURNAL, JournalLog
 from planner.campaign.ledger import Ledger
 from planner.campaign.lock import LOCK_NAME, CampaignLock
 from planner.campaign.loop import LoopResult, run_loop
-from planner.campaign.observations import import_observations, read_results, spec_json
+from planner.campaign.observations import (
+    prepare_observations,
+    read_results,
+    record_observations,
+    spec_json,
+)
 from planner.campaign.planner import RECOMMENDATION, Planner, load_posterior
+from planner.campaign.snapshots import UsableSnapshot, usable_snapshot
 from planner.campaign.store import open_campaign, open_existing, stored_config
 from planner.config.parse import coerce_config
 from planner.config.schema import CampaignConfig
@@ -67,8 +73,8 @@ def run_campaign(config, out: str | Path, *, executor=None, progress=None,
     budget, tolerance, failures or interrupted)."""
 
     cfg = coerce_config(config)
-    get_strategy(cfg.acquisition.name)  # an unknown acquisition or trainer fails before
-    if executor is None:                 # anything is created
+    get_strategy(cfg.acquisition.name)  # an unknown acquisition, or a trainer that cannot be
+    if executor is None:                 # built here, fails before anything is created
         check_trainer(cfg.trainer.path, dict(cfg.trainer.args))
     cfg, ledger = open_campaign(cfg, out)
     handler = _attach_log(Path(out))
@@ -129,46 +135,51 @@ def _running_holder(d: Path) -> str | None:
 
 
 def campaign_status(campaign_dir: str | Path) -> dict[str, Any]:
-    """A summary of a campaign (read-only; works while a planner is running it).
+    """A summary of a campaign (read-only; works while a planner is running it). Raises
+    InputError when the campaign has posterior snapshots and none of them loads.
 
     Keys: dir, running (holder of the lock or None), law, domains, targets, acquisition,
     counts (runs by status), spent (FLOPs and runs, see Ledger.spent), budget {flops,
     max_runs}, observations, snapshots, recommendation (optimum format or None),
     expected_excess_loss, failures (last failed attempts: run_id, attempt, reason, error),
-    last_fit_error, stopped (the last stop event's reason and message, or None), sources
-    (completed runs by source: planner, suggest, imported, tell), caps (data caps on the target
-    run's weights below 1, or None), caps_binding (domains at their cap in the
-    recommendation), warnings (``planner.calibrate.diagnose.fit_warnings`` of the posterior
-    behind the recommendation, plus those of the report's held-out check of that snapshot
-    when one was computed) and discrepancy (the model discrepancy the recommendation used:
-    ``recommendation.json``'s ``discrepancy``, or None)."""
+    last_fit_error, stopped (the last stop event's reason and message, and final_fit_error
+    when the final fit failed; or None), sources (completed runs by source: planner, suggest,
+    imported, tell), strategies (runs that did not fail, by the strategy that chose them:
+    initial, random, grid, decision, prior, told), caps (data caps on the target run's weights
+    below 1, or None), caps_binding (domains at their cap in the recommendation), warnings
+    (``planner.calibrate.diagnose.fit_warnings`` of the posterior behind the recommendation,
+    plus those of the report's held-out check of that snapshot when one was computed, and one
+    per damaged snapshot), damaged_snapshots (snapshots newer than the one used that cannot be
+    loaded: id, path, error; the status then shows the newest snapshot that loads and its
+    recommendation), damage (the warnings about damaged snapshots or an unreadable
+    recommendation.json, also in warnings) and discrepancy (the model discrepancy the
+    recommendation used: ``recommendation.json``'s ``discrepancy``, or None)."""
     d = Path(campaign_dir)
     with Ledger.open(d, readonly=True) as ledger:
         cfg = stored_config(ledger)
         counts = ledger.counts()
         spent = ledger.spent()
         snaps = ledger.snapshots()
-        rec = None
-        rp = d / RECOMMENDATION
-        if rp.exists():
-            try:
-                rec = json.loads(rp.read_text())
-            except (OSError, json.JSONDecodeError):
-                rec = None
-        if rec is None and snaps:
-            rec = snaps[-1]["recommendation"]
+        good = usable_snapshot(snaps, load_posterior)  # InputError when none loads
+        rec, rec_warns = _read_recommendation(d, good)
         fails = [a for a in ledger.attempts() if a["status"] == RunStatus.FAILED]
         fit_errors = ledger.events("fit_failed")
         stops = ledger.events("stopped")
         n_obs = ledger.n_observations()
         sources: dict[str, int] = {}
-        for r in ledger.runs(RunStatus.COMPLETED):
-            sources[r.source] = sources.get(r.source, 0) + 1
+        strategies: dict[str, int] = {}
+        for r in ledger.runs():
+            if r.status == RunStatus.COMPLETED:
+                sources[r.source] = sources.get(r.source, 0) + 1
+            if r.status != RunStatus.FAILED:
+                key = r.strategy or "unknown"
+                strategies[key] = strategies.get(key, 0) + 1
         caps = cfg.weight_caps()
         last_fit_err = None
         if fit_errors and (not snaps or fit_errors[-1]["t"] > snaps[-1]["created_at"]):
             last_fit_err = fit_errors[-1]["data"].get("error")
-        warns = _status_warnings(d, rec, snaps)
+        damage = good.warnings() + rec_warns
+        warns = merge_warnings(damage, _status_warnings(d, rec, good))
         return {
             "dir": str(d), "running": _running_holder(d), "law": cfg.law,
             "domains": list(cfg.domains), "targets": dict(cfg.targets),
@@ -184,38 +195,63 @@ def campaign_status(campaign_dir: str | Path) -> dict[str, Any]:
             "failed_attempts": len(fails),
             "last_fit_error": last_fit_err,
             "stopped": ({"reason": stops[-1]["data"].get("reason"),
-                         "message": stops[-1]["data"].get("message")} if stops else None),
-            "sources": sources,
+                         "message": stops[-1]["data"].get("message"),
+                         **{k: v for k, v in stops[-1]["data"].items() if k == "final_fit_error"}}
+                        if stops else None),
+            "sources": sources, "strategies": strategies,
             "caps": None if caps is None else {d: c for d, c in caps.items() if c < 1.0},
             "caps_binding": None if rec is None else rec.get("caps_binding"),
             "warnings": warns,
+            "damaged_snapshots": good.damaged, "damage": damage,
             "discrepancy": None if rec is None else rec.get("discrepancy"),
             # law auto: {target: {family: stacking weight}} of the latest fit
             "law_weights": None if rec is None else rec.get("law_weights"),
         }
 
 
-def _status_warnings(d: Path, rec: dict | None, snaps: list[dict]) -> list[str]:
+def _read_recommendation(d: Path, good: UsableSnapshot) -> tuple[dict | None, list[str]]:
+    """The recommendation status shows, and warnings about where it came from:
+    ``recommendation.json``, unless it cannot be read or was made from a damaged snapshot; then
+    the one the ledger stored with the newest usable snapshot."""
+    rec, warns = None, []
+    rp = d / RECOMMENDATION
+    if rp.exists():
+        try:
+            rec = json.loads(rp.read_text())
+            if not isinstance(rec, dict):
+                raise ValueError(f"a JSON {type(rec).__name__}, not an object")
+        except (OSError, ValueError) as e:
+            rec = None
+            warns.append(f"{RECOMMENDATION} cannot be read ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0][:200] if str(e) else ''})"
+                         + (f"; showing the recommendation of snapshot {good.id:04d}"
+                            if good.snapshot is not None else ""))
+    if rec is not None and rec.get("snapshot") in {x["id"] for x in good.damaged}:
+        rec = None  # made from a snapshot that no longer loads (good.warnings() says so)
+    if rec is None and good.snapshot is not None:
+        rec = good.snapshot["recommendation"]
+    return rec, warns
+
+
+def _status_warnings(d: Path, rec: dict | None, good: UsableSnapshot) -> list[str]:
     """The recommendation's warnings, plus the report's held-out check of its snapshot. A
     recommendation written before they were recorded gets them from its snapshot."""
     if rec is None:
         return []
     warns = rec.get("warnings")
     snap_id = rec.get("snapshot")
-    if warns is None and snaps:
-        snap_id = snaps[-1]["id"]
-        try:
-            warns = fit_warnings(load_posterior(snaps[-1]["path"]))
-        except Exception as e:  # noqa: BLE001 - status must work on a damaged directory
-            warns = [f"the latest posterior snapshot cannot be read ({type(e).__name__}: {e})"]
+    if warns is None and good.snapshot is not None:
+        snap_id = good.id
+        warns = fit_warnings(good.posterior)
     return merge_warnings(warns, holdout_warnings(cached_holdout(d, snap_id)))
 
 
 def export_runs(campaign_dir: str | Path, out: str | Path | None = None,
                 include_checkpoints: bool = True):
     """Every observation of a campaign in the runs-table schema (DESIGN.md section 3): run_id,
-    N, D, h_<domain>, loss_<target>, plus ``final`` (False for checkpoints), ``source`` and
-    ``seed``. Failed runs are not observations. Writes CSV (or Parquet for .parquet) if ``out``."""
+    N, D, h_<domain>, loss_<target>, plus ``final`` (False for checkpoints), ``source``,
+    ``seed`` and ``strategy`` (which strategy chose the run: initial, random, grid, decision,
+    prior, told). Failed runs are not observations. Writes CSV (or Parquet for .parquet) if ``out``."""
     d = Path(campaign_dir)
     with Ledger.open(d, readonly=True) as ledger:
         cfg = stored_config(ledger)
@@ -337,16 +373,23 @@ def tell(campaign_dir: str | Path, results, config=None, refit: bool = True) -> 
     DataFrame), validated like any runs table. Rows with the run_id of a suggested run complete
     it; rows of other runs are added as external observations (source ``tell``). Rows of one
     run (same run_id; without run_id: same N and h) are its checkpoints, the largest D its
-    final result. Idempotent: a run already completed is skipped. Refits (if enough runs) and
-    rewrites recommendation.json. Returns {"added", "completed", "duplicates", "run_ids"}."""
+    final result. Idempotent: a run already completed with the same losses is skipped; one
+    completed with a different loss is refused (InputError naming the run and both values),
+    and then nothing is recorded. Refits (if enough runs) and
+    rewrites recommendation.json. Returns {"added", "completed", "duplicates", "run_ids",
+    "fit_error"} (fit_error: why that refit failed, else None; the results stay recorded)."""
     df = read_results(results)
+    # validated before the campaign is opened (or created, with ``config``)
+    told = prepare_observations(coerce_config(config) if config is not None
+                                else load_campaign(campaign_dir).config, df, "tell")
     cfg, ledger = open_existing(campaign_dir, config)
     try:
-        counts = import_observations(ledger, cfg, df, source="tell")
+        counts = record_observations(ledger, told, "tell")
+        counts["fit_error"] = None
         if refit:
             planner = Planner(cfg, ledger)
             if planner.can_fit() or planner.recommendation is not None:
-                planner.finalize()
+                counts["fit_error"] = planner.finalize()
         return counts
     finally:
         ledger.close()

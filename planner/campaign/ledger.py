@@ -42,6 +42,7 @@ from planner.campaign.records import (
     RunRecord,
     check_ledger_file,
     ledger_path,
+    run_strategy,
 )
 from planner.core.errors import LedgerError
 from planner.core.types import RunStatus, flops
@@ -199,29 +200,33 @@ class Ledger(LedgerQueries):
         return int(row[0]) + 1
 
     def add_runs(self, specs: Iterable[RunSpec], source: str = "planner",
-                 strategy: str | None = None, infos: Iterable[dict] | None = None) -> list[str]:
-        """Record new runs as ``proposed`` (one transaction). Returns their run ids."""
+                 strategy: str | list[str | None] | None = None,
+                 infos: Iterable[dict] | None = None) -> list[str]:
+        """Record new runs as ``proposed`` (one transaction). ``strategy``: which strategy chose
+        them (one for all, or one per run; records.run_strategy). Returns their run ids."""
         specs = list(specs)
         infos = list(infos) if infos is not None else [{}] * len(specs)
+        strategies = list(strategy) if isinstance(strategy, list) else [strategy] * len(specs)
         now = time.time()
         with self._tx():
             seq = self.next_seq()
-            for spec, info in zip(specs, infos):
+            for spec, info, strat in zip(specs, infos, strategies):
                 self._con.execute(
                     "INSERT INTO runs (run_id, seq, N, D, h_json, seed, flops, status, source, "
                     "strategy, info_json, created_at, updated_at) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, 'proposed', ?, ?, ?, ?, ?)",
                     (spec.run_id, seq, int(spec.N), int(spec.D), _j(spec.h), int(spec.seed),
-                     flops(float(spec.N), float(spec.D)), source, strategy, _j(info), now, now))
+                     flops(float(spec.N), float(spec.D)), source, strat, _j(info), now, now))
                 seq += 1
             self._event("proposed", None, run_ids=[s.run_id for s in specs], source=source,
-                        strategy=strategy)
+                        strategy=strategy if len(set(strategies)) != 1 else strategies[0])
         return [s.run_id for s in specs]
 
     def _row_to_run(self, r: sqlite3.Row) -> RunRecord:
         return RunRecord(run_id=r["run_id"], seq=r["seq"], N=r["N"], D=r["D"],
                          h=json.loads(r["h_json"]), seed=r["seed"], flops=r["flops"],
-                         status=r["status"], source=r["source"], strategy=r["strategy"],
+                         status=r["status"], source=r["source"],
+                         strategy=run_strategy(r["source"], r["strategy"]),
                          attempts=r["attempts"], failures=r["failures"], error=r["error"],
                          created_at=r["created_at"], updated_at=r["updated_at"],
                          info=json.loads(r["info_json"] or "{}"))

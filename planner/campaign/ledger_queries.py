@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sqlite3
 
-from planner.campaign.records import BOUGHT_SOURCES, STATUSES
+from planner.campaign.records import BOUGHT_SOURCES, STATUSES, run_strategy
 
 
 class LedgerQueries:
@@ -37,7 +37,7 @@ class LedgerQueries:
     def results(self) -> list[dict]:
         """Stored results joined with their runs, in proposal order."""
         rows = self._con.execute(
-            "SELECT r.*, runs.seq, runs.source, runs.seed, runs.flops FROM results r "
+            "SELECT r.*, runs.seq, runs.source, runs.seed, runs.flops, runs.strategy FROM results r "
             "JOIN runs ON runs.run_id = r.run_id ORDER BY runs.seq").fetchall()
         out = []
         for r in rows:
@@ -45,9 +45,18 @@ class LedgerQueries:
                         "losses": json.loads(r["losses_json"]),
                         "checkpoints": json.loads(r["checkpoints_json"]),
                         "metadata": json.loads(r["metadata_json"]), "source": r["source"],
+                        "strategy": run_strategy(r["source"], r["strategy"]),
                         "seed": r["seed"], "flops": r["flops"], "attempt": r["attempt"],
                         "recorded_at": r["recorded_at"]})
         return out
+
+    def result(self, run_id: str) -> dict | None:
+        """The stored result of one run: {"losses", "checkpoints", "N", "D"}, or None."""
+        r = self._con.execute("SELECT * FROM results WHERE run_id = ?", (run_id,)).fetchone()
+        if r is None:
+            return None
+        return {"losses": json.loads(r["losses_json"]), "checkpoints": json.loads(r["checkpoints_json"]),
+                "N": r["N"], "D": r["D"]}
 
     def n_observations(self) -> int:
         """Rows ``observations`` would return (finals plus checkpoints before D)."""
@@ -60,7 +69,8 @@ class LedgerQueries:
         """Every observation (final results and checkpoints) as a runs-table DataFrame.
 
         Columns: run_id, N, D, h_<domain>..., loss_<target>... (empty where not measured), then
-        the extras ``final`` (True for a run's final result), ``source`` and ``seed``.
+        the extras ``final`` (True for a run's final result), ``source``, ``seed`` and
+        ``strategy`` (which strategy chose the run: records.run_strategy).
         """
         import pandas as pd
 
@@ -73,7 +83,7 @@ class LedgerQueries:
                     targets.append(t)
             base = {"run_id": r["run_id"], "N": r["N"]}
             hs = {f"h_{d}": float(r["h"].get(d, 0.0)) for d in domains}
-            extra = {"source": r["source"], "seed": r["seed"]}
+            extra = {"source": r["source"], "seed": r["seed"], "strategy": r["strategy"]}
             if include_checkpoints:
                 for tokens, losses in sorted(r["checkpoints"], key=lambda c: c[0]):
                     if float(tokens) >= float(r["D"]):
@@ -85,7 +95,7 @@ class LedgerQueries:
                          **{f"loss_{k}": v for k, v in r["losses"].items()},
                          "final": True, **extra})
         cols = (["run_id", "N", "D"] + [f"h_{d}" for d in domains] + [f"loss_{t}" for t in targets]
-                + ["final", "source", "seed"])
+                + ["final", "source", "seed", "strategy"])
         df = pd.DataFrame(rows, columns=cols)
         if len(df):
             df["N"] = df["N"].astype(float)
@@ -112,6 +122,26 @@ class LedgerQueries:
         out["flops_committed"] = out["flops_completed"] + out["flops_in_flight"]
         out["runs_committed"] = out["runs_completed"] + out["runs_in_flight"]
         return out
+
+    def ended_since(self, event_id: int = 0) -> dict[str, int]:
+        """Bought runs (planner or suggest sources) whose final result or final failure was
+        recorded after event ``event_id`` (0: ever): {"completed": n, "failed": n}."""
+        src = ",".join(f"'{s}'" for s in BOUGHT_SOURCES)
+        out = {"completed": 0, "failed": 0}
+        for r in self._con.execute(
+                f"SELECT runs.status, COUNT(DISTINCT runs.run_id) FROM runs JOIN events e "
+                f"ON e.run_id = runs.run_id WHERE e.id > ? AND ((e.kind = 'result' AND "
+                f"runs.status = 'completed') OR (e.kind = 'failed' AND runs.status = 'failed')) "
+                f"AND runs.source IN ({src}) GROUP BY runs.status", (int(event_id),)):
+            out[r[0]] = r[1]
+        return out
+
+    def last_event_id(self, kind: str, **match) -> int:
+        """Id of the latest event of ``kind`` whose data has every ``match`` item; 0 if none."""
+        for e in reversed(self.events(kind)):
+            if all(e["data"].get(k) == v for k, v in match.items()):
+                return int(e["id"])
+        return 0
 
     # -- snapshots --------------------------------------------------------------------------------
     def next_snapshot_id(self) -> int:

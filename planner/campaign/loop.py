@@ -15,7 +15,9 @@ loss falls below ``stop.expected_excess_loss``, or more than ``max_failure_fract
 runs fail. Refits run in a background thread by default (``fit.background``) so that new runs
 are dispatched while the posterior is updated; the strategy then uses the latest posterior.
 Until ``fit.min_runs`` runs have completed (default: one more than the law's parameters), the
-``random`` strategy (a space-filling design) proposes runs. A campaign always ends with a fit on
+``random`` strategy (a space-filling design) proposes runs, recorded as strategy ``initial``; a
+campaign whose acquisition uses the posterior then waits for its first fit instead of buying more
+of them (``Planner.initial_design_left``). A campaign always ends with a fit on
 all completed runs and ``recommendation.json`` in the ``optimum`` format.
 """
 from __future__ import annotations
@@ -41,6 +43,9 @@ class LoopResult:
     completed: int
     failed: int
     stats: dict = field(default_factory=dict)
+    # the final fit on all completed runs failed (``recommendation.json``, if any, is then an
+    # earlier fit's, or absent): its error
+    final_fit_error: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -163,6 +168,9 @@ def run_loop(planner: Planner, executor, progress=None, poll_s: float = 0.5) -> 
                         break
                     dispatch(r)
                 free = cfg.batch_size - len(in_flight)
+                cap = planner.initial_design_left(fitw.busy)  # waits for the first fit
+                if cap is not None:
+                    free = min(free, cap)
                 if free > 0:
                     for spec in planner.ask(free):
                         dispatch(ledger.run(spec.run_id))
@@ -201,14 +209,15 @@ def run_loop(planner: Planner, executor, progress=None, poll_s: float = 0.5) -> 
         s = ledger.spent()
         return LoopResult("interrupted", "interrupted; rerun the same command to resume",
                           s["runs_completed"], s["runs_failed"], loop_stats(planner))
-    planner.finalize()
+    fit_error = planner.finalize()
     if stop_reason == "budget" and not message:
         flops_left, runs_left = planner.budget_left()
         message = "budget spent" + (f" ({cfg.budget.max_runs} runs)" if runs_left is not None
                                     and runs_left <= 0 else
                                     f" ({ledger.spent()['flops_committed']:.3g} FLOPs)")
-    ledger.event("stopped", None, reason=stop_reason, message=message)
+    ledger.event("stopped", None, reason=stop_reason, message=message,
+                 **({"final_fit_error": fit_error} if fit_error else {}))
     show()
     s = ledger.spent()
     return LoopResult(stop_reason or "budget", message, s["runs_completed"], s["runs_failed"],
-                      loop_stats(planner))
+                      loop_stats(planner), final_fit_error=fit_error)

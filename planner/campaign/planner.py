@@ -12,6 +12,7 @@ a resumed campaign keeps it. ``recommendation.json`` also lists the posterior's 
 (``planner.calibrate.diagnose.fit_warnings``)."""
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import math
 import os
@@ -38,7 +39,7 @@ from planner.calibrate.heldout import (
 from planner.campaign.executors.base import Outcome
 from planner.campaign.journal import JournalLog
 from planner.campaign.ledger import Ledger
-from planner.campaign.records import RunRecord
+from planner.campaign.records import INITIAL_STRATEGY, RunRecord
 from planner.config.schema import CampaignConfig
 from planner.core.errors import InputError
 from planner.core.io import plain_json, write_json_atomic
@@ -46,7 +47,11 @@ from planner.core.types import RunStatus
 from planner.decide.optimum import recommend
 from planner.decide.registry import propose
 from planner.decide.space import Proposal, Space
-from planner.decide.strategies import DesignRequest, initial_options
+from planner.decide.strategies import (
+    POSTERIOR_FREE_STRATEGIES,
+    DesignRequest,
+    initial_options,
+)
 from planner.infer.auto import fit_auto, law_summary, warm_start_auto
 from planner.infer.dispatch import fit
 from planner.model.laws import AUTO
@@ -250,6 +255,8 @@ class Planner:
         self.posterior_run_ids: frozenset[str] = frozenset()
         self.recommendation: dict | None = None
         self.last_fit_error: str | None = None
+        # the failure fraction counts runs ended after the last stop for failures (if any)
+        self._failure_window = ledger.last_event_id("stopped", reason="failures")
         self._load_latest_snapshot()
 
     # -- state --------------------------------------------------------------------------------
@@ -304,16 +311,42 @@ class Planner:
         return bool(tol is not None and eel is not None and self.posterior_run_ids and eel < tol)
 
     def failure_stop(self) -> str | None:
-        """A message if more than max_failure_fraction of the ended runs failed."""
-        s = self.ledger.spent()
-        failed, done = s["runs_failed"], s["runs_completed"]
-        ended = failed + done
-        if ended >= MIN_ENDED_FOR_FAILURE_STOP and failed / ended > self.cfg.max_failure_fraction:
+        """A message if more than max_failure_fraction of the ended runs failed (checked once
+        MIN_ENDED_FOR_FAILURE_STOP have ended). After a stop for failures only the runs that end
+        after it count: a resumed campaign stops again only if its new runs fail too (the
+        earlier failures stay recorded)."""
+        since = self._failure_window
+        ended = self.ledger.ended_since(since)
+        failed, done = ended["failed"], ended["completed"]
+        total = failed + done
+        if total >= MIN_ENDED_FOR_FAILURE_STOP and failed / total > self.cfg.max_failure_fraction:
             last = [r for r in self.ledger.runs(RunStatus.FAILED) if r.error]
             why = f"; last error: {last[-1].error.splitlines()[0][:300]}" if last else ""
-            return (f"campaign stopped: {failed} of {ended} runs failed ({failed / ended:.0%}), more "
-                    f"than max_failure_fraction {self.cfg.max_failure_fraction:g}{why}")
+            after = " since the campaign resumed after its last stop for failures" if since else ""
+            return (f"campaign stopped: {failed} of {total} runs failed{after} ({failed / total:.0%}), "
+                    f"more than max_failure_fraction {self.cfg.max_failure_fraction:g}{why}")
         return None
+
+    def initial_design_left(self, fit_running: bool) -> int | None:
+        """How many more runs the loop may buy before the first posterior exists, or None for no
+        limit. A campaign whose acquisition uses the posterior buys its initial design (the
+        ``fit.min_runs`` completed runs the first fit needs), then waits for that fit instead of
+        spending budget on more initial runs: 0 while a fit runs or the runs that complete the
+        design are still in flight; one run at a time when the design is complete but no fit is
+        possible yet (fewer observations than the law's parameters). No limit once a posterior
+        exists, for ``random`` and ``grid``, and after a failed first fit (the campaign then goes
+        on buying, as it cannot know when a fit will succeed)."""
+        if self.posterior is not None or self.last_fit_error is not None or \
+                self.cfg.acquisition.name in POSTERIOR_FREE_STRATEGIES:
+            return None
+        if fit_running:
+            return 0
+        pending = sum(1 for r in self.ledger.runs((RunStatus.PROPOSED, RunStatus.RUNNING))
+                      if r.source == "planner")
+        left = self.cfg.min_runs_to_fit() - len(self.completed_run_ids()) - pending
+        if left <= 0:
+            return 0 if pending else 1
+        return left
 
     # -- ask ----------------------------------------------------------------------------------
     def ask(self, q: int, source: str = "planner") -> list[RunSpec]:
@@ -353,6 +386,8 @@ class Planner:
                 self.ledger.event("acquisition_failed", None, strategy=name, error=msg)
                 req.posterior, req.options = None, {}
                 props = propose("random", req)
+            if not use_post:  # the initial design, whichever strategy drew it
+                props = [dataclasses.replace(p, strategy=INITIAL_STRATEGY) for p in props]
             accepted: list[Proposal] = []
             left = flops_left
             for p in props:
@@ -379,8 +414,8 @@ class Planner:
             specs.append(RunSpec(run_id=f"r{s + skip:05d}", N=int(p.N), D=int(p.D), h=dict(p.h),
                                  seed=int((self.cfg.seed * 1_000_003 + s) % (2 ** 31))))
             infos.append(_plain(p.info))
-        strategy = props[0].strategy if len({p.strategy for p in props}) == 1 else "mixed"
-        self.ledger.add_runs(specs, source=source, strategy=strategy, infos=infos)
+        self.ledger.add_runs(specs, source=source, strategy=[p.strategy or None for p in props],
+                             infos=infos)
         return specs
 
     # -- tell ---------------------------------------------------------------------------------
@@ -529,10 +564,11 @@ class Planner:
         write_json_atomic(self.dir / RECOMMENDATION, rec)
         return True
 
-    def finalize(self) -> None:
+    def finalize(self) -> str | None:
         """End of a campaign or a command: fit on everything if the last fit is stale, learning
         the discrepancy afresh (or, when only the discrepancy is stale, re-learn it on the
-        current fit), and (re)write recommendation.json."""
+        current fit), and (re)write recommendation.json. Returns the error of that fit when it
+        failed (the previous recommendation, if any, is kept), else None."""
         fo = None
         if self.needs_fit():
             fo = self.refit(final=True)
@@ -542,6 +578,7 @@ class Planner:
         if fo is not None and fo.error is not None:
             log.warning("final fit failed (%s); keeping the previous recommendation", fo.error)
         self.write_recommendation()
+        return None if fo is None else fo.error
 
 
 def _plain(v: Any) -> Any:

@@ -30,6 +30,19 @@ STATUSES = tuple(s.value for s in RunStatus)
 BOUGHT_SOURCES = ("planner", "suggest")
 
 
+# which strategy chose a run (``runs.strategy``): ``initial`` for the design bought before the
+# first fit, else the name of the strategy that proposed it (``random``, ``grid``,
+# ``decision``, or ``random`` when the acquisition failed and random stood in); runs given to the
+# campaign are ``prior`` (prior_runs) or ``told`` (external results of ``tell``)
+INITIAL_STRATEGY = "initial"
+GIVEN_STRATEGY = {"imported": "prior", "tell": "told"}
+
+
+def run_strategy(source: str, strategy: str | None) -> str | None:
+    """The strategy of a run as shown (a given run recorded without one gets its source's)."""
+    return strategy or GIVEN_STRATEGY.get(source)
+
+
 SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE config (

@@ -6,17 +6,21 @@ from pathlib import Path
 
 from planner.campaign.journal import JournalLog
 from planner.campaign.ledger import Ledger
-from planner.campaign.observations import import_observations, read_prior_runs
+from planner.campaign.observations import (
+    prepare_observations,
+    read_prior_runs,
+    record_observations,
+)
 from planner.campaign.planner import POSTERIORS, RECOMMENDATION
 from planner.campaign.records import LEDGER_NAME
 from planner.config.parse import coerce_config, config_from_dict
 from planner.config.schema import CampaignConfig
 from planner.config.store import (
-    OPERATIONAL_KEYS,
     config_diff,
     config_fingerprint,
     config_to_dict,
     config_to_yaml,
+    resume_blockers,
 )
 from planner.core.errors import InputError, LedgerError
 from planner.core.io import write_text_atomic
@@ -50,24 +54,27 @@ def open_campaign(config, out: str | Path) -> tuple[CampaignConfig, Ledger]:
     """Create the campaign in ``out`` or reopen it (locked for writing).
 
     Reopening with a config whose science differs from the stored one raises LedgerError naming
-    the differing keys; a change confined to ``executor`` is recorded and accepted."""
+    the differing keys; a change confined to ``executor`` and ``max_failure_fraction``
+    (planner.config.store.ADJUSTABLE_KEYS) is recorded and accepted."""
     cfg = coerce_config(config)
     d = Path(out)
     new = config_to_dict(cfg)
     fp = config_fingerprint(cfg)
-    prior = read_prior_runs(cfg) if cfg.prior_runs else None  # fail before creating anything
+    prior = None  # a bad prior_runs table fails here, before anything is created
+    prior_label = f"prior_runs table {cfg.prior_runs}"
+    if cfg.prior_runs:
+        prior = prepare_observations(cfg, read_prior_runs(cfg), "imported", prior_label)
     if Ledger.exists(d):
         ledger = Ledger.open(d)
         try:
             stored, stored_fp = ledger.config()
-            if stored_fp != fp:
-                diff = [k for k in config_diff(stored, new)
-                        if k.split(".")[0] not in OPERATIONAL_KEYS]
+            diff = resume_blockers(stored, new)
+            if stored_fp != fp and (diff or stored == new):
                 raise LedgerError(
                     f"campaign {d} was started with a different config (differs in "
                     f"{', '.join(diff[:6]) or 'content'}); rerun with its original config "
                     f"(saved as {d / RESOLVED_CONFIG}) or use a new --out directory")
-            if stored != new:
+            if stored != new or stored_fp != fp:
                 ledger.update_config(new, fp, config_diff(stored, new))
                 write_text_atomic(d / RESOLVED_CONFIG, config_to_yaml(cfg))
         except BaseException:
@@ -81,7 +88,7 @@ def open_campaign(config, out: str | Path) -> tuple[CampaignConfig, Ledger]:
         write_text_atomic(d / RESOLVED_CONFIG, config_to_yaml(cfg))
     if prior is not None:
         try:
-            n = import_observations(ledger, cfg, prior, source="imported")
+            n = record_observations(ledger, prior, "imported", prior_label)
             if n["added"]:
                 log.info("imported %d prior run(s) from %s", n["added"], cfg.prior_runs)
         except BaseException:

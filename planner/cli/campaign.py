@@ -4,10 +4,11 @@
     planner status CAMPAIGN_DIR
     planner suggest CAMPAIGN_DIR -n Q --out RUNS.json [--config CONFIG]
     planner tell CAMPAIGN_DIR RESULTS.csv [--config CONFIG]
-    planner runs CAMPAIGN_DIR --out RUNS.csv
+    planner runs CAMPAIGN_DIR [--out RUNS.csv]    # without --out: CSV on stdout
 
 ``register(subparsers)`` adds them to the main parser (planner.cli). Each handler returns the
-exit code: 0 success; 1 a campaign stopped by failures; 130 interrupted; bad input raises
+exit code: 0 success; 1 a campaign stopped by failures or whose final fit failed (or that
+could not fit at all: no recommendation); 130 interrupted; bad input raises
 InputError, which the main program prints as one line with exit code 2.
 ``python -m planner.cli.campaign ...`` runs these subcommands on their own.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from planner.campaign.campaign import (
     campaign_status,
@@ -23,6 +25,7 @@ from planner.campaign.campaign import (
     suggest,
     tell,
 )
+from planner.campaign.planner import RECOMMENDATION
 from planner.report.progress import Progress, print_status
 
 
@@ -39,8 +42,19 @@ def _run(args) -> int:
         print(f"interrupted: rerun `planner run {args.config} --out {args.out}` to resume",
               file=sys.stderr)
         return 130
-    print(f"done: {res.message}; recommendation in {args.out}/recommendation.json"
-          if res.message else "done", file=sys.stderr)
+    rec = Path(args.out) / RECOMMENDATION
+    if res.final_fit_error:
+        kept = (f"{rec} is from an earlier fit" if rec.exists()
+                else "no recommendation was written")
+        print(f"error: the final fit failed ({res.final_fit_error}); {kept}; rerun the same "
+              f"command to retry the fit", file=sys.stderr)
+        return 1
+    if not rec.exists():
+        print(f"error: {res.message or 'done'}, but no fit was possible, so no "
+              f"recommendation was written", file=sys.stderr)
+        return 1
+    print(f"done: {res.message}; recommendation in {rec}" if res.message else "done",
+          file=sys.stderr)
     return 0
 
 
@@ -49,6 +63,8 @@ def _status(args) -> int:
 
 
     st = campaign_status(args.campaign_dir)
+    for w in st["damage"]:
+        print(f"warning: {w}", file=sys.stderr)
     if args.json:
         print(json.dumps(st, indent=2, default=str))
     else:
@@ -67,11 +83,18 @@ def _tell(args) -> int:
     r = tell(args.campaign_dir, args.results, config=args.config, refit=not args.no_fit)
     print(f"told: {r['completed']} suggested run(s) completed, {r['added']} new run(s) added, "
           f"{r['duplicates']} already recorded", file=sys.stderr)
+    if r.get("fit_error"):
+        print(f"error: the results are recorded but the refit failed ({r['fit_error']}); "
+              f"{RECOMMENDATION} is not up to date", file=sys.stderr)
+        return 1
     return 0
 
 
 def _runs(args) -> int:
     df = export_runs(args.campaign_dir, args.out)
+    if args.out is None:  # the table itself is the output
+        df.to_csv(sys.stdout, index=False)
+        return 0
     print(f"{len(df)} observation(s) of {df['run_id'].nunique() if len(df) else 0} run(s) "
           f"written to {args.out}", file=sys.stderr)
     return 0
@@ -119,5 +142,6 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser("runs", help="export every observation (runs-table schema)")
     p.add_argument("campaign_dir", metavar="CAMPAIGN_DIR")
-    p.add_argument("--out", required=True, metavar="RUNS.csv")
+    p.add_argument("--out", default=None, metavar="RUNS.csv",
+                   help="CSV, or Parquet for a .parquet name (default: CSV on stdout)")
     p.set_defaults(func=_runs)

@@ -4,8 +4,9 @@
                    [--seed S]
 
 Writes ``CAMPAIGN_DIR/report.html`` (self-contained: figures embedded) and prints its path.
-Exit codes: 0 written (sections that could not be drawn are listed on stderr and said on the
-page); 2 bad input (no campaign there, a bad option).
+Exit codes: 0 written (sections that could not be drawn, and damaged posterior snapshots
+skipped for an older one, are listed on stderr and said on the page); 2 bad input (no campaign
+there, a bad option, no posterior snapshot that loads).
 """
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ def _report(args) -> int:
     res = build_report(args.campaign_dir, out=args.out, holdout=not args.no_holdout,
                        holdout_method=args.holdout_method, seed=args.seed,
                        notify=lambda msg: print(msg, file=sys.stderr, flush=True))
+    for w in res.damage:
+        print(f"warning: {w}", file=sys.stderr)
     for sid, why in res.errors.items():
         print(f"warning: report section {sid!r} could not be produced: {why}", file=sys.stderr)
     print(f"report written to {res.path} ({len(res.sections) - len(res.errors)} of "

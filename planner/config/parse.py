@@ -306,11 +306,19 @@ def config_from_dict(raw: Mapping[str, Any], base_dir: str | Path | None = None,
 
     domain_tokens, max_epochs = _data_limits(d, domains, target_budget, min_weight)
 
-    return CampaignConfig(domains=domains, targets=targets, target_budget=target_budget,
-                          space=space, budget=budget, trainer=trainer, law=law,
-                          batch_size=batch_size, acquisition=acquisition, executor=executor,
-                          fit=fit, max_failure_fraction=mff, prior_runs=prior, stop=stop, seed=seed,
-                          domain_tokens=domain_tokens, max_epochs=max_epochs)
+    cfg = CampaignConfig(domains=domains, targets=targets, target_budget=target_budget,
+                         space=space, budget=budget, trainer=trainer, law=law,
+                         batch_size=batch_size, acquisition=acquisition, executor=executor,
+                         fit=fit, max_failure_fraction=mff, prior_runs=prior, stop=stop, seed=seed,
+                         domain_tokens=domain_tokens, max_epochs=max_epochs)
+    need = cfg.fewest_runs()  # a stored config (check_files False) is read as it was accepted
+    if check_files and budget.max_runs is not None and budget.max_runs < need and prior is None:
+        raise _fail("budget.max_runs", f"({budget.max_runs}) is too few runs to fit the {law} law "
+                                       f"over {len(domains)} domains: at least {need} (domains + "
+                                       f"1), and together with their checkpoints more "
+                                       f"observations than the law's {cfg.law_num_params()} "
+                                       f"parameters")
+    return cfg
 
 
 def _data_limits(d: Mapping, domains: tuple[str, ...], target_budget: TargetBudget,

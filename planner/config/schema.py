@@ -173,6 +173,16 @@ class CampaignConfig:
         family's, so the first fit comes as soon as one family can be fitted."""
         return n_params(self.law, len(self.domains))
 
+    def fewest_runs(self) -> int:
+        """The fewest runs with which a campaign can learn its mixture law: one more than the
+        number of domains (k + 1). Checkpoints add observations in D only, so mixtures are
+        learned from runs alone; the first k runs of a design are the pure domains when
+        ``space.min_weight`` is 0, and there h_i^g_i is 0 or 1 whatever g_i, so the exponents
+        that place the optimum are seen only from the (k + 1)-th run on. Whether the runs also
+        give more observations than the law's parameters (which every fit needs) depends on
+        the trainer's checkpoints."""
+        return len(self.domains) + 1
+
     def min_runs_to_fit(self) -> int:
         return self.fit.min_runs if self.fit.min_runs is not None else self.law_num_params() + 1
 

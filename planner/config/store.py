@@ -38,6 +38,19 @@ def config_to_yaml(cfg: CampaignConfig) -> str:
 OPERATIONAL_KEYS = ("executor",)
 
 
+# policy keys that may also change when a campaign resumes (raising max_failure_fraction lets
+# a campaign stopped for failures go on); they stay in the fingerprint, which a resume that
+# changes them records anew
+ADJUSTABLE_KEYS = ("max_failure_fraction",)
+
+
+def resume_blockers(stored: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """Dotted keys that differ between a stored and a new config and may not change on resume
+    (everything but OPERATIONAL_KEYS and ADJUSTABLE_KEYS)."""
+    free = OPERATIONAL_KEYS + ADJUSTABLE_KEYS
+    return [k for k in config_diff(stored, new) if k.split(".")[0] not in free]
+
+
 # keys added after campaigns existed: left out of the fingerprint while unset, so that a
 # campaign started before they existed still resumes
 _OPTIONAL_KEYS = ("domain_tokens", "max_epochs")

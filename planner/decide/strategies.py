@@ -106,6 +106,12 @@ def random_strategy(req: DesignRequest) -> list[Proposal]:
     return out
 
 
+# strategies that never use the posterior: a campaign with one of them keeps buying runs while
+# its first fit runs; with any other (``decision``, a user's) it buys its initial design, then
+# waits for that fit (planner.campaign.planner.Planner.initial_design_left)
+POSTERIOR_FREE_STRATEGIES = ("random", "grid")
+
+
 # the cheapest tenth of each log size axis: in the simulation study (README, "Does the
 # acquisition save compute?") 0.1 needed 1.4-2x less compute than 0.25 on every truth it
 # reached, and reached k = 3 joint in both seeds where 0.25 did in one

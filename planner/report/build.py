@@ -66,6 +66,9 @@ class ReportResult:
     sections: list[str]
     errors: dict[str, str] = field(default_factory=dict)  # section id -> why it is missing
     seconds: float = 0.0
+    # damaged posterior snapshots skipped (the report shows the newest one that loads), or an
+    # unreadable recommendation.json: campaign_status's ``damage``
+    damage: list[str] = field(default_factory=list)
 
 
 _BUILDERS: dict[str, Callable[[Context], str]] = {
@@ -128,4 +131,5 @@ def build_report(campaign_dir, out=None, *, holdout: bool = True,
             log.warning("report section %s failed: %s", sid, msg, exc_info=True)
     page = render(ctx, bodies, errors)
     write_text_atomic(target, page)
-    return ReportResult(target, [s for s, _ in SECTIONS], errors, time.perf_counter() - t0)
+    return ReportResult(target, [s for s, _ in SECTIONS], errors, time.perf_counter() - t0,
+                        list(ctx.status.get("damage") or []))

@@ -24,6 +24,8 @@ from planner.campaign.campaign import (
     export_runs,
     load_campaign,
 )
+from planner.campaign.planner import load_posterior
+from planner.campaign.snapshots import usable_snapshot
 from planner.core.errors import InputError
 from planner.core.io import write_text_atomic
 from planner.decide.optimum import optimum_draws
@@ -78,13 +80,10 @@ class Context:
                       or [time.time()])
         self.obs = export_runs(campaign_dir)
         self.rec = self.status.get("recommendation")
-        self.posterior = None
-        self.posterior_error = None
-        if self.snapshots:
-            try:
-                self.posterior = self.campaign.posterior()
-            except Exception as e:  # noqa: BLE001 - said on the page
-                self.posterior_error = f"{type(e).__name__}: {e}"
+        # the newest snapshot that loads (the status already refused a campaign with none)
+        good = usable_snapshot(self.snapshots, load_posterior)
+        self.posterior = good.posterior
+        self._snapshot_id = good.id
         self.caps = self.cfg.weight_caps()
         self._od = None
         self._holdout: dict | None = None
@@ -94,7 +93,8 @@ class Context:
 
     @property
     def snapshot_id(self) -> int | None:
-        return self.snapshots[-1]["id"] if self.snapshots else None
+        """The snapshot the report shows: the newest one that loads."""
+        return self._snapshot_id
 
     def target_weights(self) -> dict[str, float]:
         post = self.posterior
@@ -175,8 +175,6 @@ class Context:
 def need_posterior(ctx: Context) -> str | None:
     if ctx.posterior is not None:
         return None
-    if ctx.posterior_error:
-        return f"The latest posterior snapshot cannot be loaded ({ctx.posterior_error})."
     return (f"No posterior yet: the campaign has {ctx.status['counts']['completed']} completed "
             f"run(s); the first fit needs {ctx.cfg.min_runs_to_fit()}.")
 

@@ -128,9 +128,12 @@ def status_table(st: dict[str, Any]):
     t.add_column("key", style="bold")
     t.add_column("value")
     c = st["counts"]
+    stopped = st.get("stopped") or {}
     t.add_row("state", f"running ({st['running']})" if st.get("running") else
-              (f"stopped: {st['stopped']['reason']} - {st['stopped']['message']}"
-               if st.get("stopped") else "not running"))
+              (f"stopped: {stopped['reason']} - {stopped['message']}"
+               + (f"; the final fit failed: {stopped['final_fit_error']}"
+                  if stopped.get("final_fit_error") else "")
+               if stopped else "not running"))
     t.add_row("law / acquisition", f"{st['law']} / {st['acquisition']}")
     lw = format_law_weights(st.get("law_weights"))
     if lw:
@@ -141,6 +144,10 @@ def status_table(st: dict[str, Any]):
     t.add_row("compute (FLOPs)", f"completed {_fmt_flops(sp['flops_completed'])}, in flight "
                                  f"{_fmt_flops(sp['flops_in_flight'])}, budget {_fmt_flops(b['flops'])}")
     t.add_row("runs bought", f"{sp['runs_committed']} of {b['max_runs'] if b['max_runs'] else 'unlimited'}")
+    strat = st.get("strategies") or {}
+    if strat:
+        t.add_row("chosen by", ", ".join(f"{k} {v}" for k, v in strat.items())
+                  + " (runs not failed, by strategy)")
     src = st.get("sources") or {}
     given = {k: v for k, v in src.items() if k not in ("planner", "suggest")}
     if given:

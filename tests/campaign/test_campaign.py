@@ -20,6 +20,7 @@ from planner.campaign.campaign import (
 from planner.campaign.ledger import Ledger
 from planner.cli import main as planner_main
 from planner.core.errors import InputError, LedgerError
+from tests.support.fakefit import stub_fitter
 from tests.support.trainers import TinySynthetic
 from trainers.base import RunSpec
 
@@ -39,14 +40,6 @@ def cfg(tmp_path=None, trainer_args=None, **over):
     for k, v in over.items():
         d[k] = {**d[k], **v} if isinstance(v, dict) and isinstance(d.get(k), dict) else v
     return d
-
-
-def stub_fitter(obs, cfg, seed):
-    """A stand-in for fit + recommend where only the loop's bookkeeping is under test."""
-    k = len(cfg.domains)
-    h = {d: 1.0 / k for d in cfg.domains}
-    return object(), {"mean": h, "lo": h, "hi": h, "loss": {"mean": 2.0, "lo": 1.9, "hi": 2.1},
-                      "expected_excess_loss": 0.01}
 
 
 @pytest.mark.slow

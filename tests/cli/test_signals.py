@@ -41,7 +41,9 @@ def test_sigterm_releases_runs_and_the_same_command_resumes(tmp_path):
            "space": {"N": [1e6, 5e7], "D": [1e8, 1e9]}, "budget": {"max_runs": 4},
            "batch_size": 2, "acquisition": "random",
            "trainer": {"path": "tests.support.trainers:TinySynthetic",
-                       "args": {"domains": DOMS, "sleep_s": 3.0}},
+                       # 2 checkpoints: 12 observations, more than the law's 11 parameters,
+                       # so the final fit succeeds and the resumed command exits 0
+                       "args": {"domains": DOMS, "sleep_s": 3.0, "checkpoints": 2}},
            "executor": {"kind": "ray", "num_cpus_per_run": 0.5},
            "fit": {"method": "map", "min_runs": 99}}
     p, out = tmp_path / "c.yaml", tmp_path / "camp"

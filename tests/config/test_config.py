@@ -72,6 +72,10 @@ def test_forms_of_values():
     ({"stop": {"expected_excess_loss": 0}}, "stop.expected_excess_loss must be > 0"),
     ({"fit": {"method": "nuts", "num_samples": 0}}, "fit.num_samples must be >= 1"),
     ({"prior_runs": "/nonexistent/runs.csv"}, "prior_runs file not found"),
+    # 3 domains: 4 runs at least; the message names the law's parameter count (auto: additive)
+    ({"budget": {"max_runs": 3}}, "budget.max_runs (3) is too few runs to fit the auto law over "
+                                  "3 domains: at least 4 (domains + 1), and together with their "
+                                  "checkpoints more observations than the law's 11 parameters"),
 ])
 def test_errors_name_the_key(over, needle):
     with pytest.raises(InputError) as e:

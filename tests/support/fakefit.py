@@ -75,3 +75,17 @@ def patch_fit(monkeypatch, fn) -> None:
 
     for mod in FIT_CONSUMERS:
         monkeypatch.setattr(importlib.import_module(mod), "fit", fn)
+
+
+def stub_fitter(obs, cfg, seed):
+    """A campaign fitter (``run_campaign(..., fitter=...)``) for tests of the loop's
+    bookkeeping: a ``fake_fit`` posterior (so its snapshot is a real one on disk, without
+    divergences) and a fixed recommendation of the uniform mixture with expected excess loss
+    0.01."""
+    from planner.model.runs import runs_from_frame
+
+    table = runs_from_frame(obs, domains=list(cfg.domains), targets=list(cfg.targets))
+    post = fake_fit(table, targets=list(cfg.targets), seed=seed, divergences=0)
+    h = {d: 1.0 / len(cfg.domains) for d in cfg.domains}
+    return post, {"mean": h, "lo": h, "hi": h, "loss": {"mean": 2.0, "lo": 1.9, "hi": 2.1},
+                  "expected_excess_loss": 0.01}

@@ -7,6 +7,9 @@ remembered across processes in ``state_dir``:
     inject: {run_id: [mode, ...]}   the n-th call for run_id uses the n-th mode, then succeeds;
                                     modes: raise, nan, inf, hang (sleep hang_s), die (os._exit), ok
     fail_all: true                  every call raises
+    fail_while: PATH                every call raises while the file PATH exists (a cause
+                                    outside the config that can be fixed between resumes)
+A negative ``noise`` is rejected by the constructor (a trainer that refuses its args).
 Every successful call appends {"run_id", "losses", "pid"} to ``state_dir/done.jsonl``.
 """
 from __future__ import annotations
@@ -40,7 +43,10 @@ class TinySynthetic:
     def __init__(self, domains, targets=None, noise: float = 0.003, checkpoints: int = 0,
                  sleep_s: float = 0.0, sleep_jitter_s: float = 0.0, inject=None,
                  fail_all: bool = False, hang_s: float = 60.0, state_dir: str | None = None,
-                 report_N: bool = False):
+                 report_N: bool = False, fail_while: str | None = None):
+        if noise < 0:
+            raise ValueError(f"noise must be >= 0, got {noise}")
+        self.fail_while = fail_while
         self.domains = list(domains)
         self.targets = list(targets or [self.domains[0]])
         self.noise = noise
@@ -82,6 +88,8 @@ class TinySynthetic:
         mode = modes[i] if i < len(modes) else "ok"
         if self.fail_all:
             mode = "raise"
+        if self.fail_while and os.path.exists(self.fail_while):
+            raise RuntimeError(f"cannot train: {self.fail_while} exists")
         if mode == "raise":
             raise RuntimeError(f"injected failure for {spec.run_id} (call {i + 1})")
         if mode == "hang":

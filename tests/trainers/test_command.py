@@ -19,6 +19,7 @@ from planner.campaign.campaign import campaign_status, export_runs, run_campaign
 from planner.campaign.executors import InProcessExecutor
 from planner.campaign.executors.base import execute_run, outcome_from_dict
 from planner.campaign.ledger import Ledger
+from tests.support.fakefit import stub_fitter  # a saved posterior: status reads its snapshot
 from trainers.base import _RUN_CONTEXT, RunContext, RunResult, RunSpec, run_context
 from trainers.command import (
     CommandFailed,
@@ -372,13 +373,6 @@ def test_workers_set_the_run_context_and_report_timeouts():
 # --------------------------------------------------------------------------------------------
 # campaigns on the real local Ray
 # --------------------------------------------------------------------------------------------
-def stub_fitter(obs, cfg, seed):
-    """Stands in for fit + recommend: these tests are about running commands."""
-    h = {d: 1.0 / len(cfg.domains) for d in cfg.domains}
-    return object(), {"mean": h, "lo": h, "hi": h, "loss": {"mean": 2.0, "lo": 1.9, "hi": 2.1},
-                      "expected_excess_loss": 0.01}
-
-
 def example_config(**over) -> dict:
     c = yaml.safe_load((REPO / "configs" / "command_example.yaml").read_text())
     c["trainer"]["args"]["cwd"] = str(REPO)  # the template names examples/tiny_train.py

@@ -22,7 +22,13 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from planner.core.errors import InputError
-from trainers.base import RunResult, RunSpec, TrainerLoadError, resolve_trainer_factory
+from trainers.base import (
+    RunResult,
+    RunSpec,
+    TrainerLoadError,
+    load_trainer,
+    resolve_trainer_factory,
+)
 
 
 @dataclass
@@ -135,25 +141,22 @@ def outcome_from_dict(run_id: str, attempt: int, d: dict) -> Outcome:
 
 
 def check_trainer(path: str, args: dict | None = None) -> None:
-    """Raise InputError unless the trainer's module imports, has the attribute, and accepts
-    ``args`` (checked against its signature, without building it: building happens once per
-    worker, where the GPUs are). The module must also be importable on every worker."""
-    import importlib
-    import inspect
-
-
+    """Build the trainer once in this process (the planner's), as every worker will, and drop
+    it: a path that does not import, args the factory does not accept, or a constructor that
+    raises fail here, before a campaign creates or records anything, as one InputError line.
+    A trainer's constructor must therefore work on the planner's machine; work that needs the
+    worker's GPUs or files belongs in its first call. The module must also be importable on
+    every worker."""
     try:
         check_trainer_importable(path)
-        mod, attr = path.split(":")
-        factory = getattr(importlib.import_module(mod), attr)
-        try:
-            inspect.signature(factory).bind(**dict(args or {}))
-        except TypeError as e:
-            raise TrainerLoadError(f"trainer {path!r} does not accept args {sorted(args or {})}: {e}") from None
-        except ValueError:
-            pass  # no signature available
+        load_trainer(path, dict(args or {}))
     except TrainerLoadError as e:
-        raise InputError(str(e)) from None
+        raise InputError(str(e).splitlines()[0] if str(e) else f"trainer {path!r} cannot be "
+                         f"built") from None
+    except Exception as e:  # noqa: BLE001 - any constructor error is the config's to fix
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise InputError(f"trainer {path!r} cannot be built with trainer.args: "
+                         f"{type(e).__name__}: {first}"[:1000]) from None
 
 
 def ensure_cwd_on_path() -> None:
