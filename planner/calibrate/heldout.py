@@ -6,9 +6,9 @@ held-out runs, and a batched sampler for simulation-based calibration.
     post = attach_discrepancy(new_post, post)           # reuse a learned one
     report = holdout_check(table)                       # `planner check`
 
-The largest scale is the largest N (all its rows, every checkpoint of those runs); when N has one
-level, the largest D. ``calibrate`` fits the rest ("inner" fit, same method and settings),
-predicts the held-out rows, and turns their log-errors into the discrepancy slope
+The largest scale is the largest N (all its rows, every checkpoint of those runs; with the next
+N levels when fewer than ``MIN_HELDOUT_RUNS`` runs have it); when N has one level, the largest
+D. ``calibrate`` fits the rest ("inner" fit, same method and settings), predicts the held-out rows, and turns their log-errors into the discrepancy slope
 (``discrepancy.fit_slope``). ``holdout_check`` does this one level up: it fits everything but the
 largest scale, predicts it with and without the discrepancy (calibrated inside the fitted part),
 and reports relative error, interval coverage and width, and rank correlation.
@@ -32,14 +32,44 @@ log = logging.getLogger("planner.calibration")
 
 
 # ------------------------------------------------------------------------------ splitting
-def largest_scale_split(table: RunsTable) -> tuple[np.ndarray | None, dict]:
+# runs the calibration holds out at least (whole runs, largest N levels first): with one held-out
+# run every length scale of the mixture field fits alike and the shared and mixture-specific
+# shares cannot be told apart, so the field stays at its prior, wide; three runs with their own
+# mixtures start to tell them apart
+MIN_HELDOUT_RUNS = 3
+
+
+# N levels the fitted part keeps at least (its N-terms need two)
+MIN_INNER_LEVELS = 2
+
+
+def largest_scale_split(table: RunsTable, inner_rows_needed: int = 0
+                        ) -> tuple[np.ndarray | None, dict]:
     """Rows of the largest observed scale: (held-out mask, info), or (None, info) when the
-    table has a single (N, D) scale and nothing can be held out."""
+    table has a single (N, D) scale and nothing can be held out.
+
+    The largest N (all its rows, every checkpoint of those runs); when fewer than
+    ``MIN_HELDOUT_RUNS`` runs have it, the next N levels join it until that many are held out,
+    as long as ``MIN_INNER_LEVELS`` N levels and more than ``inner_rows_needed`` rows remain
+    below (info then also gives "N_min", the smallest held-out N). When N has one level, the
+    largest D."""
     N, D = table.N, table.D
-    if len(np.unique(N)) > 1:
-        top = N.max()
-        mask = np.isclose(N, top, rtol=1e-9, atol=0)
-        return mask, {"rule": "largest N", "N": float(top), "n_heldout_rows": int(mask.sum())}
+    levels = np.unique(N)[::-1]
+    if len(levels) > 1:
+        keys = table.run_keys()
+        mask = np.isclose(N, levels[0], rtol=1e-9, atol=0)
+        for i, lev in enumerate(levels[1:], start=1):
+            if len(set(keys[mask])) >= MIN_HELDOUT_RUNS or len(levels) - i - 1 < MIN_INNER_LEVELS:
+                break
+            new = mask | np.isclose(N, lev, rtol=1e-9, atol=0)
+            if (~new).sum() <= inner_rows_needed:
+                break
+            mask = new
+        info = {"rule": "largest N", "N": float(levels[0]), "n_heldout_rows": int(mask.sum()),
+                "n_heldout_runs": len(set(keys[mask]))}
+        if N[mask].min() < levels[0]:
+            info["N_min"] = float(N[mask].min())
+        return mask, info
     if len(np.unique(D)) > 1:
         top = D.max()
         mask = np.isclose(D, top, rtol=1e-9, atol=0)
@@ -103,7 +133,9 @@ def calibrate(posterior, table: RunsTable, method: str | None = None, seed: int 
     posterior = copy.copy(posterior)
     posterior.per_target = dict(posterior.per_target)
     t0 = time.perf_counter()
-    mask, info = largest_scale_split(table)
+    law = law_of(posterior)  # a combination (law auto) refits the combination
+    n_par = n_params(law, len(table.domains))
+    mask, info = largest_scale_split(table, inner_rows_needed=n_par)
     discs: dict[str, dict] = {}
     if mask is None:
         for t in posterior.targets:
@@ -111,8 +143,6 @@ def calibrate(posterior, table: RunsTable, method: str | None = None, seed: int 
                 "only one (N, D) scale observed: nothing to hold out; using the prior on s1")
     else:
         inner_table, heldout = table.select(~mask), table.select(mask)
-        law = law_of(posterior)  # a combination (law auto) refits the combination
-        n_par = n_params(law, len(table.domains))
         fit_t = [t for t in posterior.targets
                  if np.isfinite(inner_table.loss(t)).sum() > n_par
                  and np.isfinite(heldout.loss(t)).any()]

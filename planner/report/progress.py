@@ -96,7 +96,11 @@ def discrepancy_line(disc: dict | None) -> str:
     if not disc:
         return "none (law's parameter uncertainty only)"
     age = disc.get("refits_since_learned") or 0
-    split = (disc.get("split") or {}).get("rule")
+    info = disc.get("split") or {}
+    split = info.get("rule")
+    if split and info.get("N_min") is not None:  # a band of the largest N levels
+        split = (f"{split} levels (N >= {float(info['N_min']):.3g}, "
+                 f"{info.get('n_heldout_runs', '?')} runs)")
     kinds = {(d or {}).get("kind") for d in (disc.get("targets") or {}).values()}
     if kinds == {"prior-default"}:
         when = ("the prior's, not learned from the data (nothing could be held out)"

@@ -276,6 +276,30 @@ def test_largest_scale_split_rules():
     assert mask is None
 
 
+def test_largest_scale_split_holds_out_a_band_when_the_top_has_one_run():
+    # a campaign's design: every run at its own N (here 8 runs, 2 checkpoints each). The top N
+    # alone is one run; the band takes the next levels until MIN_HELDOUT_RUNS = 3 runs, all
+    # their checkpoints, and keeps the split's identity (rule, top N) for re-learning
+    rng = np.random.default_rng(1)
+    Ns = np.geomspace(1e7, 3e8, 8)
+    H = rng.dirichlet(np.ones(3), 8)
+    rows = [(n, d, h) for n, h in zip(Ns, H) for d in (1e9, 2e9)]
+    N = np.array([r[0] for r in rows])
+    t = runs_from_frame(_frame(N, np.array([r[1] for r in rows]), np.array([r[2] for r in rows]),
+                               np.full(len(rows), 3.0)))
+    mask, info = largest_scale_split(t)
+    assert mask.sum() == 6 and set(N[mask]) == set(Ns[-3:])
+    assert info["rule"] == "largest N" and info["N"] == Ns[-1] and info["N_min"] == Ns[-3]
+    assert info["n_heldout_runs"] == 3
+    # fewer rows may be needed below than the band would leave: it stops short
+    mask, info = largest_scale_split(t, inner_rows_needed=11)
+    assert mask.sum() == 4 and info["n_heldout_runs"] == 2
+    # the fitted part keeps two N levels: with three levels only the top one goes
+    t3 = t.select(np.isin(N, Ns[-3:]))
+    mask, info = largest_scale_split(t3)
+    assert mask.sum() == 2 and "N_min" not in info
+
+
 def test_holdout_check_fits_the_right_rows_and_reports_both(fake_fit):
     res = holdout_check(_sim_table(), law="additive", method="map", seed=1, map_starts=4)
     # outer fit: all but N = 3e8; inner (discrepancy) fit: all but N = 1e8 of those
