@@ -103,6 +103,7 @@ tr.binding td{background:#fdecea}
 .badge.tell{background:#d4f1d4}
 img{max-width:100%;height:auto;display:block;margin:8px 0}
 .note{color:#555;font-style:italic}
+.trust-low{background:#fde8e8;border:2px solid #b00;padding:8px 12px;margin:0 0 12px}
 .warn{color:#8a4b00}
 .good{color:#1a6b1a}
 .headline{font-size:16px}
