@@ -82,6 +82,10 @@ def validate(campaign_dir: str | Path, mixtures=DEFAULT_MIXTURES, custom=(), N: 
             old = ledger.run(spec.run_id)
             if old is not None and old.source != VALIDATION_SOURCE:
                 raise InputError(f"run id {spec.run_id!r} is taken by a {old.source} run")
+            if old is not None and bool(old.info.get("use_in_fit")) != bool(use_in_fit):
+                raise InputError(f"validation run {spec.run_id} was recorded "
+                                 f"{'with' if old.info.get('use_in_fit') else 'without'} "
+                                 f"--use-in-fit; rerun it the same way")
         if new:
             ledger.add_runs([s for s, _ in new], source=VALIDATION_SOURCE,
                             strategy=VALIDATION_SOURCE, infos=[i for _, i in new])

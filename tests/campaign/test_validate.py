@@ -153,6 +153,10 @@ def test_use_in_fit_bad_mixture_and_lock(tmp_path, capsys):
         p = Planner(cfg, lg, fitter=stub_fitter)
         assert p.needs_fit() and vid[0] in set(p.prepare_fit()[2]["run_id"])
         assert lg.spent()["runs_committed"] == 6
+    # the same runs without --use-in-fit: refused (a recorded mark is never changed)
+    assert planner_main(["validate", str(out), "--mixtures", "uniform", "--N", "5e7",
+                         "--D", "1e9"]) == 2
+    assert "recorded with --use-in-fit" in capsys.readouterr().err
 
 
 def test_tell_validation_is_kept_out_of_the_fit(tmp_path):

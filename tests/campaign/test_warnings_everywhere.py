@@ -60,6 +60,9 @@ def test_warnings_reach_run_status_json_and_the_report(tmp_path, monkeypatch, ca
 
     # planner run's final table lists every one of them
     assert f"warnings ({len(warns)})" in table
+    # the law alone misses the held-out largest scale (joint truth, additive fits): trust low
+    assert rec["trust"]["level"] == "low" and rec["trust"]["reasons"]
+    assert flat(f"trust low: {rec['trust']['reasons'][0]}") in table
     for w in warns:
         assert flat(w) in table, w
     # planner status and planner status --json
