@@ -5,12 +5,14 @@ shown by status, its JSON, recommendation.json and the report."""
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 
 import pandas as pd
 import pytest
 
 from planner.campaign.campaign import campaign_status, load_campaign, run_campaign, tell
+from planner.campaign.executors.inprocess import InProcessExecutor
 from planner.campaign.ledger import Ledger
 from planner.campaign.planner import Planner
 from planner.campaign.store import stored_config
@@ -23,16 +25,18 @@ from tests.support.fakefit import stub_fitter
 DOMS = ["a", "b", "c"]
 
 
-def finished(tmp_path, state):
+def finished(tmp_path, state, executor="inprocess"):
     c = {"domains": DOMS, "targets": {"a": 1.0}, "target_budget": {"N": 1e8, "D": 2e9},
          "space": {"N": [1e6, 5e7], "D": [1e8, 1e9]}, "budget": {"max_runs": 6},
          "batch_size": 2, "acquisition": "random",
          "trainer": {"path": "tests.support.trainers:TinySynthetic",
                      "args": {"domains": DOMS, "checkpoints": 2, "state_dir": str(state)}},
-         "executor": {"kind": "inprocess"},
+         "executor": {"kind": executor},
          "fit": {"method": "map", "min_runs": 4, "background": False}}
     out = tmp_path / "camp"
-    assert run_campaign(c, out, fitter=stub_fitter).stop_reason == "budget"
+    # the campaign itself trains in process; its stored executor is what validate builds
+    ex = InProcessExecutor(c["trainer"]["path"], c["trainer"]["args"])
+    assert run_campaign(c, out, fitter=stub_fitter, executor=ex).stop_reason == "budget"
     return out
 
 
@@ -193,3 +197,14 @@ def write(df, tmp_path):
     p = tmp_path / "told.csv"
     df.to_csv(p, index=False)
     return p
+
+
+def test_validate_on_the_campaigns_ray_executor(ray_session, tmp_path):
+    state = tmp_path / "state"
+    out = finished(tmp_path, state, executor="ray")
+    r = validate(out, mixtures=["uniform", "best-seen"], seeds=[0])
+    assert sorted(r["trained"]) == sorted(r["run_ids"]) and not r["failed"]
+    assert len(r["validation"]["mixtures"]) == 2 and all(trained(state)[i] == 1 for i in r["run_ids"])
+    pids = {json.loads(line)["pid"] for line in (state / "done.jsonl").read_text().splitlines()
+            if json.loads(line)["run_id"] in r["run_ids"]}
+    assert pids and os.getpid() not in pids  # trained in Ray workers, not in this process
