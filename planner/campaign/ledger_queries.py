@@ -74,7 +74,9 @@ class LedgerQueries:
 
     def fit_run_ids(self) -> frozenset[str]:
         """Completed runs whose observations enter the fits (records.in_fit)."""
-        return frozenset(r["run_id"] for r in self.results() if r["in_fit"])
+        rows = self._con.execute("SELECT runs.run_id, runs.source, runs.info_json FROM runs "
+                                 "JOIN results r ON r.run_id = runs.run_id")
+        return frozenset(r[0] for r in rows if in_fit(r[1], json.loads(r[2] or "{}")))
 
     def observations(self, domains: list[str], include_checkpoints: bool = True,
                      fit_only: bool = False):
