@@ -401,12 +401,6 @@ def tell(campaign_dir: str | Path, results, config=None, refit: bool = True,
                                 else load_campaign(campaign_dir).config, df, source)
     cfg, ledger = open_existing(campaign_dir, config)
     try:
-        if validation:
-            for run in told:
-                rec = ledger.run(run.spec.run_id)
-                if rec is not None and rec.source != VALIDATION_SOURCE:
-                    raise InputError(f"run {run.spec.run_id!r} is already recorded as a "
-                                     f"{rec.source} run; give the validation run another run_id")
         counts = record_observations(ledger, told, source)
         counts["fit_error"] = None
         if refit:

@@ -188,6 +188,9 @@ def test_tell_validation_is_kept_out_of_the_fit(tmp_path):
     assert st["trust"]["level"] == "low" and "my-second-run" in st["trust"]["reasons"][0]
     assert json.loads((out / "recommendation.json").read_text())["trust"] == st["trust"]
     from planner.report.build import build_report
+    # a run id the campaign bought cannot be told back as a validation run
+    assert planner_main(["tell", str(out), "--validation", "--no-fit",
+                         str(write(df.assign(run_id="r00001"), tmp_path))]) == 2
     html = build_report(out, holdout=False).path.read_text()
     assert html.index('id="trust-banner"') < html.index("<header>")
     assert "my-second-run" in html[:html.index("<header>")]
