@@ -17,8 +17,9 @@ from pathlib import Path
 from planner.campaign.executors import make_executor
 from planner.campaign.journal import JournalLog
 from planner.campaign.ledger import Ledger
-from planner.campaign.planner import RECOMMENDATION, Planner
+from planner.campaign.planner import RECOMMENDATION, Planner, load_posterior
 from planner.campaign.records import VALIDATION_SOURCE
+from planner.campaign.snapshots import usable_snapshot
 from planner.campaign.store import open_existing
 from planner.campaign.validation import (
     DEFAULT_MIXTURES,
@@ -91,6 +92,8 @@ def validate(campaign_dir: str | Path, mixtures=DEFAULT_MIXTURES, custom=(), N: 
                             strategy=VALIDATION_SOURCE, infos=[i for _, i in new])
         ledger.requeue_interrupted()
         planner = Planner(cfg, ledger)
+        if planner.posterior is None and ledger.snapshots():
+            _use_usable_snapshot(planner)
         ids = [s.run_id for s, _ in plan]
         todo = [ledger.run(i) for i in ids if ledger.run(i).status == RunStatus.PROPOSED]
         trained = _execute(planner, todo, executor, campaign_dir, progress) if todo else []
@@ -101,6 +104,17 @@ def validate(campaign_dir: str | Path, mixtures=DEFAULT_MIXTURES, custom=(), N: 
         return {"run_ids": ids, "trained": trained, "failed": failed, "validation": block}
     finally:
         ledger.close()
+
+
+def _use_usable_snapshot(planner: Planner) -> None:
+    """The latest snapshot does not load: predict with the newest one that does and its
+    recommendation, as ``planner status`` shows them (none loads: measured values only)."""
+    try:
+        good = usable_snapshot(planner.ledger.snapshots(), load_posterior)
+    except InputError as e:
+        log.warning("%s; validation runs are shown without predictions", e)
+        return
+    planner.posterior, planner.recommendation = good.posterior, good.snapshot["recommendation"]
 
 
 def _execute(planner: Planner, todo, executor, campaign_dir, progress) -> list[str]:

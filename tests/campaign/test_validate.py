@@ -78,7 +78,11 @@ def test_validate_records_marks_excludes_and_shows(tmp_path, capsys):
         o = m["objective"]
         assert o["lo"] < o["mean"] < o["hi"] and o["inside"] == (o["lo"] <= o["measured"] <= o["hi"])
         assert m["losses"]["a"]["measured"] == pytest.approx(o["measured"])
-    assert rec["trust"]["level"] in ("ok", "low")
+    # the stub posterior has no discrepancy evidence: only a validation run outside can lower it
+    outside = [m["name"] for m in block["mixtures"]
+               if not all(q["inside"] for q in [m["objective"], *m["losses"].values()])]
+    assert (rec["trust"]["level"] == "low") == bool(outside)
+    assert len(rec["trust"]["reasons"]) == len(outside)
 
     # status (dict, JSON, table) shows the same block
     st = campaign_status(out)
@@ -211,3 +215,16 @@ def test_validate_on_the_campaigns_ray_executor(ray_session, tmp_path):
     pids = {json.loads(line)["pid"] for line in (state / "done.jsonl").read_text().splitlines()
             if json.loads(line)["run_id"] in r["run_ids"]}
     assert pids and os.getpid() not in pids  # trained in Ray workers, not in this process
+
+
+def test_validate_predicts_with_the_newest_usable_snapshot(tmp_path):
+    out = finished(tmp_path, tmp_path / "state")
+    with Ledger.open(out, readonly=True) as lg:
+        snaps = lg.snapshots()
+    assert len(snaps) >= 2
+    for f in (out / "posteriors" / f"{snaps[-1]['id']:04d}").iterdir():
+        f.write_text("damaged")
+    r = validate(out, mixtures=["uniform"])
+    block = r["validation"]
+    assert block["snapshot"] == snaps[-2]["id"] and "lo" in block["mixtures"][0]["objective"]
+    assert campaign_status(out)["validation"] == block
