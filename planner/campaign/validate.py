@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from planner.calibrate.diagnose import cached_holdout
+from planner.calibrate.trust import trust
 from planner.campaign.executors import make_executor
 from planner.campaign.journal import JournalLog
 from planner.campaign.ledger import Ledger
@@ -65,8 +67,8 @@ def validate(campaign_dir: str | Path, mixtures=DEFAULT_MIXTURES, custom=(), N: 
     campaign's target budget (or ``N``/``D``) for each of ``seeds``; see the module docstring.
     ``executor``: one to use instead of the campaign's (not shut down here); ``progress``: a
     callable given one line per finished run. Returns {"run_ids", "trained", "failed",
-    "validation"} (validation: the block written to ``recommendation.json`` and shown by
-    ``planner status``). Bad input raises InputError before anything is recorded."""
+    "validation", "trust"} (validation: the block written to ``recommendation.json`` and shown
+    by ``planner status``; trust: ``planner.calibrate.trust.trust`` with it). Bad input raises InputError before anything is recorded."""
     seeds = [int(s) for s in seeds]
     if not seeds or (not list(mixtures) and not list(custom)):
         raise InputError("validate: no mixture or no seed given")
@@ -101,7 +103,9 @@ def validate(campaign_dir: str | Path, mixtures=DEFAULT_MIXTURES, custom=(), N: 
         failed = [i for i in ids if ledger.run(i).status == RunStatus.FAILED]
         block = validation_block(ledger, dict(cfg.targets), planner.posterior,
                                  (planner.recommendation or {}).get("snapshot"), seed=cfg.seed)
-        return {"run_ids": ids, "trained": trained, "failed": failed, "validation": block}
+        snap = (planner.recommendation or {}).get("snapshot")
+        return {"run_ids": ids, "trained": trained, "failed": failed, "validation": block,
+                "trust": trust(planner.posterior, cached_holdout(ledger.dir, snap), block)}
     finally:
         ledger.close()
 

@@ -103,6 +103,8 @@ def _validate(args) -> int:
                  progress=lambda line: print(line, file=sys.stderr))
     for line in validation_lines(r["validation"]):
         print(line)
+    tr = r["trust"]
+    print(f"trust: {tr['level']}" + "".join(f"\n  {x}" for x in tr["reasons"]))
     if r["failed"]:
         print(f"error: {len(r['failed'])} validation run(s) failed: {', '.join(r['failed'])}",
               file=sys.stderr)

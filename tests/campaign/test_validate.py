@@ -86,7 +86,7 @@ def test_validate_records_marks_excludes_and_shows(tmp_path, capsys):
 
     # status (dict, JSON, table) shows the same block
     st = campaign_status(out)
-    assert st["validation"] == block and st["trust"] == rec["trust"]
+    assert st["validation"] == block and st["trust"] == rec["trust"] == r["trust"]
     assert planner_main(["status", str(out), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["validation"]["mixtures"][1]["name"] == "uniform"
     assert planner_main(["status", str(out)]) == 0
@@ -154,6 +154,9 @@ def test_use_in_fit_bad_mixture_and_lock(tmp_path, capsys):
     # --use-in-fit: the runs enter the next fit
     assert planner_main(["validate", str(out), "--mixtures", "uniform", "--N", "5e7",
                          "--D", "1e9", "--use-in-fit"]) == 0
+    shown = capsys.readouterr().out
+    assert shown.startswith("uniform (N=5e+07, D=1e+09, 1 run(s); in the fit): objective ")
+    assert "\ntrust: " in shown
     with Ledger.open(out) as lg:
         cfg = stored_config(lg)
         vid = [x.run_id for x in lg.runs() if x.source == "validation"]
