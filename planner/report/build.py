@@ -46,7 +46,7 @@ from planner.core.errors import InputError
 from planner.core.io import write_text_atomic
 from planner.infer.options import FIT_METHODS
 from planner.report.context import REPORT_NAME, SECTIONS, Context
-from planner.report.checks import sec_trust, sec_validation, trust_banner
+from planner.report.trust_sections import sec_trust, sec_validation, trust_banner
 from planner.report.html import CSS, esc
 from planner.report.sections import (
     sec_caps,

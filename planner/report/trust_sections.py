@@ -4,7 +4,7 @@ validation runs beside their predictions."""
 from __future__ import annotations
 
 from planner.report.context import Context
-from planner.report.html import esc, fmt_num, html_table, para, warn_list
+from planner.report.html import fmt_num, html_table, para, warn_list
 
 
 def trust_banner(ctx: Context) -> str:
@@ -56,6 +56,6 @@ def sec_validation(ctx: Context) -> str:
     head = ["mixture", "N", "D", "runs", "h", "objective measured", "predicted (90 %)", "inside",
             *[f"loss_{t}" for t in targets], "in fit"]
     return (para(f"Validation runs (not charged to the budget) beside the prediction of "
-                 f"snapshot {esc(block.get('snapshot'))}; objective = "
+                 f"snapshot {block.get('snapshot')}; objective = "
                  + " + ".join(f"{w:g} x loss_{t}" for t, w in ctx.cfg.targets.items()) + ".", "")
             + html_table(head, rows))
