@@ -16,7 +16,9 @@ A validation run is recorded with source ``validation`` (records.VALIDATION_SOUR
 
 ``mean`` is the posterior mean of the law, ``lo``/``hi`` the 90 % predictive interval
 (parameters, model discrepancy and noise, as ``planner predict`` and the recommendation's
-``loss``); the objective is sum_t w_t L_t with the campaign's target weights.
+``loss``); the objective is sum_t w_t L_t with the campaign's target weights. Without a
+posterior the cells hold ``measured`` only (and ``prediction_error`` says why when the
+prediction failed).
 """
 from __future__ import annotations
 
@@ -202,8 +204,11 @@ def validation_block(ledger, weights: dict[str, float], posterior, snapshot: int
         row = {"name": g["name"], "N": g["N"], "D": g["D"], "h": g["h"], "run_ids": g["run_ids"],
                "in_fit": g["in_fit"]}
         if posterior is not None and hasattr(posterior, "predictive_draws"):
-            row.update(predicted(posterior, g["N"], g["D"], g["h"], weights, measured, seed))
-        else:
+            try:
+                row.update(predicted(posterior, g["N"], g["D"], g["h"], weights, measured, seed))
+            except Exception as e:  # noqa: BLE001 - a refit or status must not die on it
+                row["prediction_error"] = f"{type(e).__name__}: {str(e)[:300]}"
+        if "losses" not in row:  # no prediction: the measured values only
             row["losses"] = {t: {"measured": v} for t, v in measured.items()}
             if len(ts) == len(weights):
                 row["objective"] = {"measured": objective(measured, weights)}

@@ -51,3 +51,27 @@ def test_low_on_a_held_out_check_or_a_validation_run_outside():
     assert t["reasons"] == ["validation run uniform at N=1e+09, D=2e+10: measured objective 2.6 "
                             "is outside the predicted 90 % interval [1.9, 2.1]."]
     assert with_reasons({"level": "ok", "reasons": []}, t["reasons"]) == t
+
+
+def test_a_failed_prediction_keeps_the_measured_values(tmp_path):
+    from planner.campaign.validation import validation_block
+
+    class Broken:
+        targets, domains = ["a"], ["a", "b"]
+
+        def predictive_draws(self, *a, **k):
+            raise FloatingPointError("overflow")
+
+    class FakeLedger:  # one completed validation run
+        def runs(self, status=None):
+            from types import SimpleNamespace
+            return [SimpleNamespace(run_id="v1", source="validation",
+                                    info={"validation": {"mixture": "uniform"}})]
+
+        def results(self):
+            return [{"run_id": "v1", "N": 1e8, "D": 1e9, "h": {"a": 0.5, "b": 0.5},
+                     "losses": {"a": 2.0}, "in_fit": False}]
+
+    (m,) = validation_block(FakeLedger(), {"a": 1.0}, Broken(), 4)["mixtures"]
+    assert m["objective"] == {"measured": 2.0} and m["prediction_error"].startswith("Floating")
+    assert trust(None, None, {"mixtures": [m]})["level"] == "ok"
