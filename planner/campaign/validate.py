@@ -5,7 +5,7 @@ the posterior's prediction (``planner.campaign.validation``).
 Durable and resumable like ``planner run``: the runs are recorded (source ``validation``) before
 any is dispatched, each result is committed before the next is awaited, and rerunning the same
 command dispatches only the runs not yet completed (run ids are fixed by mixture, (N, D) and
-seed). The campaign lock is held throughout, so a second planner is refused. Validation runs
+seed); one that failed for good gets a fresh set of retries. The campaign lock is held throughout, so a second planner is refused. Validation runs
 are not charged to the budget and are kept out of every fit unless ``use_in_fit`` (they then
 enter the next fit: rerun ``planner run`` to refit).
 """
@@ -93,6 +93,7 @@ def validate(campaign_dir: str | Path, mixtures=DEFAULT_MIXTURES, custom=(), N: 
             ledger.add_runs([s for s, _ in new], source=VALIDATION_SOURCE,
                             strategy=VALIDATION_SOURCE, infos=[i for _, i in new])
         ledger.requeue_interrupted()
+        ledger.retry_failed([s.run_id for s, _ in plan], "planner validate rerun")
         planner = Planner(cfg, ledger)
         if planner.posterior is None and ledger.snapshots():
             _use_usable_snapshot(planner)

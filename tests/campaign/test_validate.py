@@ -231,3 +231,22 @@ def test_validate_predicts_with_the_newest_usable_snapshot(tmp_path):
     block = r["validation"]
     assert block["snapshot"] == snaps[-2]["id"] and "lo" in block["mixtures"][0]["objective"]
     assert campaign_status(out)["validation"] == block
+
+
+def test_a_failed_validation_run_is_retried_by_a_rerun(tmp_path, capsys, monkeypatch):
+    state = tmp_path / "state"
+    out = finished(tmp_path, state)
+    blocker = tmp_path / "blocked"  # the trainer fails while this file exists
+    blocker.write_text("")
+    import planner.campaign.validate as vmod
+
+    monkeypatch.setattr(vmod, "make_executor", lambda cfg, campaign_dir=None: InProcessExecutor(
+        cfg.trainer.path, {**cfg.trainer.args, "fail_while": str(blocker)}))
+    assert planner_main(["validate", str(out), "--mixtures", "uniform"]) == 1
+    assert "1 validation run(s) failed" in capsys.readouterr().err
+    blocker.unlink()
+    assert planner_main(["validate", str(out), "--mixtures", "uniform"]) == 0
+    with Ledger.open(out, readonly=True) as lg:
+        (run,) = [x for x in lg.runs() if x.source == "validation"]
+        assert run.status == "completed" and run.attempts == 4  # 3 failed, then 1 completed
+        assert lg.spent()["runs_failed"] == 0
