@@ -98,9 +98,14 @@ def _tell(args) -> int:
 def _validate(args) -> int:
     seeds = _int_list(args.seeds, "--seeds")
     names = [m.strip() for m in args.mixtures.split(",") if m.strip()]
-    r = validate(args.campaign_dir, mixtures=names, custom=args.mixture, N=args.N, D=args.D,
-                 seeds=seeds, use_in_fit=args.use_in_fit,
-                 progress=lambda line: print(line, file=sys.stderr))
+    try:
+        r = validate(args.campaign_dir, mixtures=names, custom=args.mixture, N=args.N, D=args.D,
+                     seeds=seeds, use_in_fit=args.use_in_fit,
+                     progress=lambda line: print(line, file=sys.stderr))
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: finished runs are recorded
+        print("interrupted: rerun the same `planner validate` command to continue",
+              file=sys.stderr)
+        return 130
     for line in validation_lines(r["validation"]):
         print(line)
     tr = r["trust"]
