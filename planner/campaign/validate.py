@@ -12,6 +12,7 @@ enter the next fit: rerun ``planner run`` to refit).
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from planner.calibrate.diagnose import cached_holdout
@@ -68,13 +69,14 @@ def validate(campaign_dir: str | Path, mixtures=DEFAULT_MIXTURES, custom=(), N: 
     ``executor``: one to use instead of the campaign's (not shut down here); ``progress``: a
     callable given one line per finished run. Returns {"run_ids", "trained", "failed",
     "validation", "trust"} (validation: the block written to ``recommendation.json`` and shown
-    by ``planner status``; trust: ``planner.calibrate.trust.trust`` with it). Bad input raises InputError before anything is recorded."""
+    by ``planner status``; trust: ``planner.calibrate.trust.trust`` with it). Bad input raises
+    InputError before anything is recorded."""
     seeds = [int(s) for s in seeds]
     if not seeds or (not list(mixtures) and not list(custom)):
         raise InputError("validate: no mixture or no seed given")
     for x, nm in ((N, "--N"), (D, "--D")):
-        if x is not None and not float(x) > 0:
-            raise InputError(f"{nm} must be > 0, got {x!r}")
+        if x is not None and not (math.isfinite(float(x)) and float(x) > 0):
+            raise InputError(f"{nm} must be a finite number > 0, got {x!r}")
     cfg, ledger = open_existing(campaign_dir)  # locked: a running planner refuses us here
     try:
         N = float(N if N is not None else cfg.target_budget.N)
@@ -102,9 +104,8 @@ def validate(campaign_dir: str | Path, mixtures=DEFAULT_MIXTURES, custom=(), N: 
         trained = _execute(planner, todo, executor, campaign_dir, progress) if todo else []
         planner.write_recommendation()
         failed = [i for i in ids if ledger.run(i).status == RunStatus.FAILED]
-        block = validation_block(ledger, dict(cfg.targets), planner.posterior,
-                                 (planner.recommendation or {}).get("snapshot"), seed=cfg.seed)
         snap = (planner.recommendation or {}).get("snapshot")
+        block = validation_block(ledger, dict(cfg.targets), planner.posterior, snap, seed=cfg.seed)
         return {"run_ids": ids, "trained": trained, "failed": failed, "validation": block,
                 "trust": trust(planner.posterior, cached_holdout(ledger.dir, snap), block)}
     finally:

@@ -145,6 +145,10 @@ def test_use_in_fit_bad_mixture_and_lock(tmp_path, capsys):
         assert planner_main(["validate", str(out), "--mixture", bad, "--mixtures", ""]) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    for bad in (["--mixtures", "nope"], ["--N", "inf"], ["--D", "-1"], ["--seeds", "x"]):
+        assert planner_main(["validate", str(out), *bad]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
     with Ledger.open(out, readonly=True) as lg:
         assert len(lg.runs()) == n0
     # a second planner holding the lock is refused like `planner run` refuses it
