@@ -161,8 +161,11 @@ def status_table(st: dict[str, Any]):
     lw = format_law_weights(st.get("law_weights"))
     if lw:
         t.add_row("law weights (held-out)", lw)
+    n_val = (st.get("sources") or {}).get("validation", 0)
     t.add_row("runs", f"completed {c['completed']}, running {c['running']}, proposed "
-                      f"{c['proposed']}, failed {c['failed']}  (observations {st['observations']})")
+                      f"{c['proposed']}, failed {c['failed']}  (observations {st['observations']})"
+                      + (f"; {n_val} completed validation run(s), not fitted unless marked"
+                         if n_val else ""))
     sp, b = st["spent"], st["budget"]
     t.add_row("compute (FLOPs)", f"completed {_fmt_flops(sp['flops_completed'])}, in flight "
                                  f"{_fmt_flops(sp['flops_in_flight'])}, budget {_fmt_flops(b['flops'])}")

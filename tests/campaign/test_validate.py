@@ -92,6 +92,7 @@ def test_validate_records_marks_excludes_and_shows(tmp_path, capsys):
     assert planner_main(["status", str(out)]) == 0
     table = capsys.readouterr().out
     assert "validation (90%)" in table and "best-seen (N=1e+08" in table and "trust" in table
+    assert "3 completed validation run(s)" in " ".join(table.split())
 
     # the report has a section
     from planner.report.build import build_report
