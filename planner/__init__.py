@@ -42,6 +42,7 @@ _API = {
     "run_campaign": "planner.campaign.campaign", "campaign_status": "planner.campaign.campaign",
     "load_campaign": "planner.campaign.campaign", "suggest": "planner.campaign.campaign",
     "tell": "planner.campaign.campaign", "export_runs": "planner.campaign.campaign",
+    "validate": "planner.campaign.validate", "trust": "planner.calibrate.trust",
     "build_report": "planner.report.build",
 }
 __all__ = sorted([*_API, "configure_jax"])

@@ -30,6 +30,7 @@ from planner.calibrate.diagnose import (
     holdout_warnings,
     merge_warnings,
 )
+from planner.calibrate.trust import trust, with_reasons
 from planner.campaign.executors import make_executor
 from planner.campaign.executors.base import check_trainer
 from planner.campaign.journal import JOURNAL, JournalLog
@@ -43,8 +44,10 @@ from planner.campaign.observations import (
     spec_json,
 )
 from planner.campaign.planner import RECOMMENDATION, Planner, load_posterior
+from planner.campaign.records import VALIDATION_SOURCE
 from planner.campaign.snapshots import UsableSnapshot, usable_snapshot
 from planner.campaign.store import open_campaign, open_existing, stored_config
+from planner.campaign.validation import validation_block
 from planner.config.parse import coerce_config
 from planner.config.schema import CampaignConfig
 from planner.core.errors import InputError, LedgerError
@@ -153,7 +156,10 @@ def campaign_status(campaign_dir: str | Path) -> dict[str, Any]:
     loaded: id, path, error; the status then shows the newest snapshot that loads and its
     recommendation), damage (the warnings about damaged snapshots or an unreadable
     recommendation.json, also in warnings) and discrepancy (the model discrepancy the
-    recommendation used: ``recommendation.json``'s ``discrepancy``, or None)."""
+    recommendation used: ``recommendation.json``'s ``discrepancy``, or None), validation (the
+    validation runs beside the newest usable posterior's predictions:
+    ``planner.campaign.validation.validation_block``, or None) and trust ({"level": "low" |
+    "ok", "reasons"}: ``planner.calibrate.trust.trust``; None without a recommendation)."""
     d = Path(campaign_dir)
     with Ledger.open(d, readonly=True) as ledger:
         cfg = stored_config(ledger)
@@ -180,6 +186,9 @@ def campaign_status(campaign_dir: str | Path) -> dict[str, Any]:
             last_fit_err = fit_errors[-1]["data"].get("error")
         damage = good.warnings() + rec_warns
         warns = merge_warnings(damage, _status_warnings(d, rec, good))
+        val = validation_block(ledger, dict(cfg.targets), good.posterior, good.id, seed=cfg.seed)
+        tr = (None if rec is None else
+              trust(good.posterior, cached_holdout(d, rec.get("snapshot")), val))
         return {
             "dir": str(d), "running": _running_holder(d), "law": cfg.law,
             "domains": list(cfg.domains), "targets": dict(cfg.targets),
@@ -206,6 +215,7 @@ def campaign_status(campaign_dir: str | Path) -> dict[str, Any]:
             "discrepancy": None if rec is None else rec.get("discrepancy"),
             # law auto: {target: {family: stacking weight}} of the latest fit
             "law_weights": None if rec is None else rec.get("law_weights"),
+            "validation": val, "trust": tr,
         }
 
 
@@ -268,14 +278,15 @@ def export_runs(campaign_dir: str | Path, out: str | Path | None = None,
 
 
 def add_recommendation_warnings(campaign_dir: str | Path, snapshot: int | None,
-                                warnings: list[str]) -> bool:
-    """Add ``warnings`` to ``recommendation.json`` if it was made from posterior ``snapshot``
+                                warnings: list[str], trust_reasons: list[str] = ()) -> bool:
+    """Add ``warnings`` (and ``trust_reasons`` to its ``trust``) to ``recommendation.json`` if it
+    was made from posterior ``snapshot``
     and no planner is running (its lock is taken for the write, so a running planner's newer
     recommendation is never overwritten; it merges the report's cached held-out check itself
     when it writes one for the same snapshot). Returns whether the file was rewritten."""
     d = Path(campaign_dir)
     p = d / RECOMMENDATION
-    if not warnings or snapshot is None or not p.exists() or not Ledger.exists(d):
+    if not (warnings or trust_reasons) or snapshot is None or not p.exists() or not Ledger.exists(d):
         return False
     lock = CampaignLock(d)
     try:
@@ -287,9 +298,10 @@ def add_recommendation_warnings(campaign_dir: str | Path, snapshot: int | None,
         if not isinstance(rec, dict) or rec.get("snapshot") != snapshot:
             return False
         merged = merge_warnings(rec.get("warnings"), warnings)
-        if merged == rec.get("warnings"):
+        tr = with_reasons(rec.get("trust"), list(trust_reasons))
+        if merged == rec.get("warnings") and tr == rec.get("trust"):
             return False
-        write_json_atomic(p, {**rec, "warnings": merged})
+        write_json_atomic(p, {**rec, "warnings": merged, "trust": tr})
         return True
     except (OSError, json.JSONDecodeError):
         return False
@@ -368,7 +380,8 @@ def suggest(campaign_dir: str | Path, q: int, out: str | Path | None = None,
     return specs
 
 
-def tell(campaign_dir: str | Path, results, config=None, refit: bool = True) -> dict:
+def tell(campaign_dir: str | Path, results, config=None, refit: bool = True,
+         validation: bool = False) -> dict:
     """Tell: record results given in the runs-table schema (a path to CSV/Parquet or a
     DataFrame), validated like any runs table. Rows with the run_id of a suggested run complete
     it; rows of other runs are added as external observations (source ``tell``). Rows of one
@@ -377,19 +390,25 @@ def tell(campaign_dir: str | Path, results, config=None, refit: bool = True) -> 
     completed with a different loss is refused (InputError naming the run and both values),
     and then nothing is recorded. Refits (if enough runs) and
     rewrites recommendation.json. Returns {"added", "completed", "duplicates", "run_ids",
-    "fit_error"} (fit_error: why that refit failed, else None; the results stay recorded)."""
+    "fit_error"} (fit_error: why that refit failed, else None; the results stay recorded).
+    ``validation``: the runs are validation runs (source ``validation``, e.g. the user's own
+    target run), kept out of every fit and shown beside their prediction like those of
+    ``planner validate``; a run id of another source is refused."""
     df = read_results(results)
+    source = VALIDATION_SOURCE if validation else "tell"
     # validated before the campaign is opened (or created, with ``config``)
     told = prepare_observations(coerce_config(config) if config is not None
-                                else load_campaign(campaign_dir).config, df, "tell")
+                                else load_campaign(campaign_dir).config, df, source)
     cfg, ledger = open_existing(campaign_dir, config)
     try:
-        counts = record_observations(ledger, told, "tell")
+        counts = record_observations(ledger, told, source)
         counts["fit_error"] = None
         if refit:
             planner = Planner(cfg, ledger)
             if planner.can_fit() or planner.recommendation is not None:
                 counts["fit_error"] = planner.finalize()
+        elif validation:  # no fit needed: only the validation block and trust change
+            Planner(cfg, ledger).write_recommendation()
         return counts
     finally:
         ledger.close()

@@ -331,6 +331,19 @@ class Ledger(LedgerQueries):
                               "WHERE run_id = ? AND status = 'running'", (now, run_id))
             self._event("released", run_id, attempt=attempt, why=why)
 
+    def retry_failed(self, run_ids: Iterable[str], why: str) -> list[str]:
+        """Give runs that failed for good a fresh set of retries: back to ``proposed`` with the
+        failure count reset (their failed attempts stay recorded). Returns their ids."""
+        ids = [i for i in run_ids if (r := self.run(i)) is not None and r.status == RunStatus.FAILED]
+        if not ids:
+            return []
+        with self._tx():
+            self._con.executemany("UPDATE runs SET status = 'proposed', failures = 0, "
+                                  "updated_at = ? WHERE run_id = ? AND status = 'failed'",
+                                  [(time.time(), i) for i in ids])
+            self._event("retried", None, run_ids=ids, why=why)
+        return ids
+
     def cancel_proposed(self, run_ids: Iterable[str], why: str) -> None:
         """Drop runs that were proposed but never dispatched (e.g. stop tolerance reached)."""
         ids = list(run_ids)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sqlite3
 
-from planner.campaign.records import BOUGHT_SOURCES, STATUSES, run_strategy
+from planner.campaign.records import BOUGHT_SOURCES, STATUSES, in_fit, run_strategy
 
 
 class LedgerQueries:
@@ -37,7 +37,8 @@ class LedgerQueries:
     def results(self) -> list[dict]:
         """Stored results joined with their runs, in proposal order."""
         rows = self._con.execute(
-            "SELECT r.*, runs.seq, runs.source, runs.seed, runs.flops, runs.strategy FROM results r "
+            "SELECT r.*, runs.seq, runs.source, runs.seed, runs.flops, runs.strategy, runs.info_json "
+            "FROM results r "
             "JOIN runs ON runs.run_id = r.run_id ORDER BY runs.seq").fetchall()
         out = []
         for r in rows:
@@ -47,7 +48,9 @@ class LedgerQueries:
                         "metadata": json.loads(r["metadata_json"]), "source": r["source"],
                         "strategy": run_strategy(r["source"], r["strategy"]),
                         "seed": r["seed"], "flops": r["flops"], "attempt": r["attempt"],
-                        "recorded_at": r["recorded_at"]})
+                        "recorded_at": r["recorded_at"],
+                        "info": json.loads(r["info_json"] or "{}"),
+                        "in_fit": in_fit(r["source"], json.loads(r["info_json"] or "{}"))})
         return out
 
     def result(self, run_id: str) -> dict | None:
@@ -58,15 +61,28 @@ class LedgerQueries:
         return {"losses": json.loads(r["losses_json"]), "checkpoints": json.loads(r["checkpoints_json"]),
                 "N": r["N"], "D": r["D"]}
 
-    def n_observations(self) -> int:
+    def n_observations(self, fit_only: bool = False) -> int:
         """Rows ``observations`` would return (finals plus checkpoints before D)."""
         n = 0
-        for D, ck in self._con.execute("SELECT D, checkpoints_json FROM results"):
+        for D, ck, src, info in self._con.execute(
+                "SELECT r.D, r.checkpoints_json, runs.source, runs.info_json FROM results r "
+                "JOIN runs ON runs.run_id = r.run_id"):
+            if fit_only and not in_fit(src, json.loads(info or "{}")):
+                continue
             n += 1 + sum(1 for t, _ in json.loads(ck) if float(t) < float(D))
         return n
 
-    def observations(self, domains: list[str], include_checkpoints: bool = True):
-        """Every observation (final results and checkpoints) as a runs-table DataFrame.
+    def fit_run_ids(self) -> frozenset[str]:
+        """Completed runs whose observations enter the fits (records.in_fit)."""
+        rows = self._con.execute("SELECT runs.run_id, runs.source, runs.info_json FROM runs "
+                                 "JOIN results r ON r.run_id = runs.run_id")
+        return frozenset(r[0] for r in rows if in_fit(r[1], json.loads(r[2] or "{}")))
+
+    def observations(self, domains: list[str], include_checkpoints: bool = True,
+                     fit_only: bool = False):
+        """Every observation (final results and checkpoints) as a runs-table DataFrame;
+        ``fit_only``: only those that enter the fits (validation runs are left out unless
+        recorded for the fit, records.in_fit).
 
         Columns: run_id, N, D, h_<domain>..., loss_<target>... (empty where not measured), then
         the extras ``final`` (True for a run's final result), ``source``, ``seed`` and
@@ -77,6 +93,8 @@ class LedgerQueries:
         rows = []
         targets: list[str] = []
         for r in self.results():
+            if fit_only and not r["in_fit"]:
+                continue
             names = list(r["losses"]) + [k for _, l in r["checkpoints"] for k in l]
             for t in names:
                 if t not in targets:

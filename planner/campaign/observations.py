@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from planner.campaign.ledger import Ledger
-from planner.campaign.records import GIVEN_STRATEGY
+from planner.campaign.records import GIVEN_STRATEGY, VALIDATION_SOURCE
 from planner.config.schema import CampaignConfig
 from planner.core.errors import InputError
 from planner.core.io import read_table
@@ -124,9 +124,14 @@ def record_observations(ledger: Ledger, runs: list[ToldRun], source: str,
                         label: str | None = None) -> dict:
     """Record prepared runs (``prepare_observations``). A run already completed with the same
     final losses is skipped (telling is idempotent); one with different losses is refused
-    (InputError naming the run and both values) before anything is recorded. Returns counts."""
+    (InputError naming the run and both values) before anything is recorded, and so is a
+    validation run whose run id another source recorded. Returns counts."""
     for run in runs:
         why = _conflict(ledger, run, label or f"{source} table")
+        old = ledger.run(run.spec.run_id)
+        if source == VALIDATION_SOURCE and old is not None and old.source != source:
+            why = (f"run {run.spec.run_id!r} is already recorded as a {old.source} run; give "
+                   f"the validation run another run_id")
         if why:
             raise InputError(why)
     added, completed, dup, ids = 0, 0, 0, []

@@ -39,7 +39,9 @@ from planner.calibrate.heldout import (
 from planner.campaign.executors.base import Outcome
 from planner.campaign.journal import JournalLog
 from planner.campaign.ledger import Ledger
-from planner.campaign.records import INITIAL_STRATEGY, RunRecord
+from planner.calibrate.trust import trust
+from planner.campaign.records import INITIAL_STRATEGY, RunRecord, in_fit
+from planner.campaign.validation import validation_block
 from planner.config.schema import CampaignConfig
 from planner.core.errors import InputError
 from planner.core.io import plain_json, write_json_atomic
@@ -274,13 +276,14 @@ class Planner:
             self.posterior_run_ids = frozenset()
 
     def completed_run_ids(self) -> frozenset[str]:
-        return frozenset(r.run_id for r in self.ledger.runs(RunStatus.COMPLETED))
+        """Completed runs that enter the fit (validation runs only when recorded for it)."""
+        return self.ledger.fit_run_ids()
 
     def can_fit(self) -> bool:
         """Enough completed runs (fit.min_runs) and more observations than law parameters."""
         if len(self.completed_run_ids()) < self.cfg.min_runs_to_fit():
             return False
-        return self.ledger.n_observations() > self.cfg.law_num_params()
+        return self.ledger.n_observations(fit_only=True) > self.cfg.law_num_params()
 
     def needs_fit(self) -> bool:
         done = self.completed_run_ids()
@@ -366,8 +369,9 @@ class Planner:
             name = self.cfg.acquisition.name if use_post else "random"
             req = DesignRequest(
                 posterior=self.posterior if use_post else None,
-                observed=self.ledger.observations(list(self.cfg.domains)),
-                pending=[r.spec() for r in self.ledger.runs((RunStatus.PROPOSED, RunStatus.RUNNING))],
+                observed=self.ledger.observations(list(self.cfg.domains), fit_only=True),
+                pending=[r.spec() for r in self.ledger.runs((RunStatus.PROPOSED, RunStatus.RUNNING))
+                         if in_fit(r.source, r.info)],
                 space=self.space, seed=self.cfg.seed, q=want, step=self.ledger.next_seq() - 1,
                 max_flops=flops_left, target_N=target.N, target_D=target.D,
                 target_weights=dict(target.weights), law=self.cfg.law, target_hi=target.hi,
@@ -481,7 +485,7 @@ class Planner:
 
     # -- refit --------------------------------------------------------------------------------
     def prepare_fit(self) -> tuple[int, list[str], Any]:
-        obs = self.ledger.observations(list(self.cfg.domains))
+        obs = self.ledger.observations(list(self.cfg.domains), fit_only=True)
         run_ids = sorted(set(obs["run_id"])) if len(obs) else []
         return self.ledger.next_snapshot_id(), run_ids, obs
 
@@ -554,14 +558,20 @@ class Planner:
 
     def write_recommendation(self) -> bool:
         """Write ``recommendation.json``, its warnings merged with those of the report's
-        held-out check when one was computed for the same snapshot."""
+        held-out check when one was computed for the same snapshot, with the ``validation``
+        block of the campaign's validation runs (if any) and the ``trust`` level."""
         if self.recommendation is None:
             return False
         rec = self.recommendation
         check = cached_holdout(self.dir, rec.get("snapshot"))
         if check is not None:
             rec = {**rec, "warnings": merge_warnings(rec.get("warnings"), holdout_warnings(check))}
-        write_json_atomic(self.dir / RECOMMENDATION, rec)
+        val = validation_block(self.ledger, dict(self.cfg.targets), self.posterior,
+                               rec.get("snapshot"), seed=self.cfg.seed)
+        if val is not None:
+            rec = {**rec, "validation": val}
+        rec = {**rec, "trust": trust(self.posterior, check, val)}
+        write_json_atomic(self.dir / RECOMMENDATION, plain_json(rec))
         return True
 
     def finalize(self) -> str | None:

@@ -30,12 +30,23 @@ STATUSES = tuple(s.value for s in RunStatus)
 BOUGHT_SOURCES = ("planner", "suggest")
 
 
+# validation runs (``planner validate``, ``planner tell --validation``): trained or told at a
+# chosen (N, D) to check the law's prediction; not bought (no budget) and kept out of every fit
+# unless recorded with ``info["use_in_fit"]`` true
+VALIDATION_SOURCE = "validation"
+
+
+def in_fit(source: str, info: dict | None) -> bool:
+    """Whether a run's observations enter the campaign's fits."""
+    return source != VALIDATION_SOURCE or bool((info or {}).get("use_in_fit"))
+
+
 # which strategy chose a run (``runs.strategy``): ``initial`` for the design bought before the
 # first fit, else the name of the strategy that proposed it (``random``, ``grid``,
 # ``decision``, or ``random`` when the acquisition failed and random stood in); runs given to the
-# campaign are ``prior`` (prior_runs) or ``told`` (external results of ``tell``)
+# campaign are ``prior`` (prior_runs), ``told`` (external results of ``tell``) or ``validation``
 INITIAL_STRATEGY = "initial"
-GIVEN_STRATEGY = {"imported": "prior", "tell": "told"}
+GIVEN_STRATEGY = {"imported": "prior", "tell": "told", VALIDATION_SOURCE: "validation"}
 
 
 def run_strategy(source: str, strategy: str | None) -> str | None:

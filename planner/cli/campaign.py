@@ -5,6 +5,7 @@
     planner suggest CAMPAIGN_DIR -n Q --out RUNS.json [--config CONFIG]
     planner tell CAMPAIGN_DIR RESULTS.csv [--config CONFIG]
     planner runs CAMPAIGN_DIR [--out RUNS.csv]    # without --out: CSV on stdout
+    planner validate CAMPAIGN_DIR [--N n --D d] [--mixtures ...] [--mixture NAME=dom:w,...]
 
 ``register(subparsers)`` adds them to the main parser (planner.cli). Each handler returns the
 exit code: 0 success; 1 a campaign stopped by failures or whose final fit failed (or that
@@ -26,7 +27,10 @@ from planner.campaign.campaign import (
     tell,
 )
 from planner.campaign.planner import RECOMMENDATION
-from planner.report.progress import Progress, print_status
+from planner.campaign.validate import validate
+from planner.campaign.validation import DEFAULT_MIXTURES
+from planner.core.errors import InputError
+from planner.report.progress import Progress, print_status, validation_lines
 
 
 def _run(args) -> int:
@@ -80,7 +84,8 @@ def _suggest(args) -> int:
 
 
 def _tell(args) -> int:
-    r = tell(args.campaign_dir, args.results, config=args.config, refit=not args.no_fit)
+    r = tell(args.campaign_dir, args.results, config=args.config, refit=not args.no_fit,
+             validation=args.validation)
     print(f"told: {r['completed']} suggested run(s) completed, {r['added']} new run(s) added, "
           f"{r['duplicates']} already recorded", file=sys.stderr)
     if r.get("fit_error"):
@@ -88,6 +93,37 @@ def _tell(args) -> int:
               f"{RECOMMENDATION} is not up to date", file=sys.stderr)
         return 1
     return 0
+
+
+def _validate(args) -> int:
+    seeds = _int_list(args.seeds, "--seeds")
+    names = [m.strip() for m in args.mixtures.split(",") if m.strip()]
+    try:
+        r = validate(args.campaign_dir, mixtures=names, custom=args.mixture, N=args.N, D=args.D,
+                     seeds=seeds, use_in_fit=args.use_in_fit,
+                     progress=lambda line: print(line, file=sys.stderr))
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: finished runs are recorded
+        print("interrupted: rerun the same `planner validate` command to continue",
+              file=sys.stderr)
+        return 130
+    for line in validation_lines(r["validation"]):
+        print(line)
+    tr = r["trust"]
+    print(f"trust: {tr['level']}" + "".join(f"\n  {x}" for x in tr["reasons"]))
+    if r["failed"]:
+        print(f"error: {len(r['failed'])} validation run(s) failed: {', '.join(r['failed'])}",
+              file=sys.stderr)
+        return 1
+    print(f"validated: {len(r['trained'])} run(s) trained now, {len(r['run_ids'])} in all; "
+          f"shown by `planner status` and in {RECOMMENDATION}", file=sys.stderr)
+    return 0
+
+
+def _int_list(text: str, flag: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise InputError(f"{flag} must be comma-separated integers, got {text!r}") from None
 
 
 def _runs(args) -> int:
@@ -111,7 +147,7 @@ def _positive_int(s: str) -> int:
 
 
 def register(subparsers) -> None:
-    """Add run, status, suggest, tell and runs to an argparse subparsers object."""
+    """Add run, status, suggest, tell, validate and runs to an argparse subparsers object."""
     p = subparsers.add_parser("run", help="run or resume a campaign (Ray or in-process)",
                               description="Run the campaign described by CONFIG in CAMPAIGN_DIR; "
                                           "rerunning the same command resumes it.")
@@ -138,7 +174,24 @@ def register(subparsers) -> None:
     p.add_argument("--config", default=None, metavar="CONFIG",
                    help="create CAMPAIGN_DIR from this config if it does not exist yet")
     p.add_argument("--no-fit", action="store_true", help="do not refit after recording")
+    p.add_argument("--validation", action="store_true",
+                   help="record them as validation runs (kept out of the fit, not charged to "
+                        "the budget, shown beside their prediction)")
     p.set_defaults(func=_tell)
+
+    p = subparsers.add_parser("validate", help="train mixtures at the target and compare them "
+                                               "with the prediction (validation runs)")
+    p.add_argument("campaign_dir", metavar="CAMPAIGN_DIR")
+    p.add_argument("--N", type=float, default=None, help="parameters (default: target_budget.N)")
+    p.add_argument("--D", type=float, default=None, help="tokens (default: target_budget.D)")
+    p.add_argument("--mixtures", default=",".join(DEFAULT_MIXTURES),
+                   help="built-in mixtures, comma-separated (default: %(default)s; '' for none)")
+    p.add_argument("--mixture", action="append", default=[], metavar="NAME=dom:w,...",
+                   help="a custom mixture (weights sum to one); repeatable")
+    p.add_argument("--seeds", default="0", help="comma-separated seeds (default: 0)")
+    p.add_argument("--use-in-fit", action="store_true",
+                   help="let these runs enter the campaign's next fit")
+    p.set_defaults(func=_validate)
 
     p = subparsers.add_parser("runs", help="export every observation (runs-table schema)")
     p.add_argument("campaign_dir", metavar="CAMPAIGN_DIR")

@@ -8,6 +8,8 @@
 train, and how sure are we?" in sections, each with a stable ``id`` (anchors and checks rely on
 them, see ``SECTIONS``):
 
+    trust              can the law be trusted at the target (planner.calibrate.trust); when
+                       it is low, a banner says so before anything else on the page
     summary            the recommended mixture, its predicted loss (90 % interval), the
                        expected excess loss, the campaign's state
     h-star             posterior of the optimal mixture h* per domain (50/90 % intervals), and a
@@ -20,6 +22,8 @@ them, see ``SECTIONS``):
     loss-vs-compute    loss against compute 6 N D, one colour per mixture
     eel                expected excess loss after each refit over the campaign
     purchases          which (N, D, h) the planner bought, and when
+    validation         validation runs (planner validate, tell --validation) beside their
+                       predicted mean and 90 % interval
     diagnostics        sampler diagnostics per target (r_hat, ESS, divergences) with
                        plain-language warnings, and the model discrepancy used
     runs               the runs table (imported runs marked)
@@ -42,6 +46,7 @@ from planner.core.errors import InputError
 from planner.core.io import write_text_atomic
 from planner.infer.options import FIT_METHODS
 from planner.report.context import REPORT_NAME, SECTIONS, Context
+from planner.report.trust_sections import sec_trust, sec_validation, trust_banner
 from planner.report.html import CSS, esc
 from planner.report.sections import (
     sec_caps,
@@ -75,18 +80,20 @@ _BUILDERS: dict[str, Callable[[Context], str]] = {
     "summary": sec_summary, "h-star": sec_hstar, "predicted-loss": sec_predicted_loss,
     "caps": sec_caps, "pred-vs-obs": sec_pred_vs_obs, "holdout": sec_holdout,
     "loss-vs-compute": sec_loss_vs_compute, "eel": sec_eel, "purchases": sec_purchases,
-    "diagnostics": sec_diagnostics, "runs": sec_runs,
+    "diagnostics": sec_diagnostics, "runs": sec_runs, "trust": sec_trust,
+    "validation": sec_validation,
 }
 
 
-def render(ctx: Context, bodies: dict[str, str], errors: dict[str, str]) -> str:
+def render(ctx: Context, bodies: dict[str, str], errors: dict[str, str],
+           banner: str = "") -> str:
     cfg = ctx.cfg
     now = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     nav = "".join(f'<a href="#{sid}">{esc(title)}</a>' for sid, title in SECTIONS)
     parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
              '<meta name="viewport" content="width=device-width, initial-scale=1">',
              f"<title>mixture-planner report: {esc(ctx.dir.name)}</title>",
-             f"<style>{CSS}</style></head><body>",
+             f"<style>{CSS}</style></head><body>", banner,
              f"<header><h1>Data-mixture campaign report</h1><p>{esc(ctx.dir)} &middot; domains "
              f"{esc(', '.join(ctx.domains))} &middot; {esc(cfg.law)} law &middot; generated "
              f"{esc(now)}</p></header>", f"<nav>{nav}</nav><main>"]
@@ -129,7 +136,12 @@ def build_report(campaign_dir, out=None, *, holdout: bool = True,
             msg = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:500]
             errors[sid] = msg
             log.warning("report section %s failed: %s", sid, msg, exc_info=True)
-    page = render(ctx, bodies, errors)
+    try:
+        banner = trust_banner(ctx)
+    except Exception as e:  # noqa: BLE001 - the trust section reports the same failure
+        log.warning("trust banner failed: %s", e)
+        banner = ""
+    page = render(ctx, bodies, errors, banner)
     write_text_atomic(target, page)
     return ReportResult(target, [s for s, _ in SECTIONS], errors, time.perf_counter() - t0,
                         list(ctx.status.get("damage") or []))

@@ -18,6 +18,7 @@ from planner.calibrate.diagnose import (
     holdout_warnings,
     merge_warnings,
 )
+from planner.calibrate.trust import holdout_reasons, trust
 from planner.campaign.campaign import (
     add_recommendation_warnings,
     campaign_status,
@@ -39,6 +40,7 @@ REPORT_NAME = "report.html"
 
 
 SECTIONS: list[tuple[str, str]] = [
+    ("trust", "Can the law be trusted at the target?"),
     ("summary", "Recommendation"),
     ("h-star", "Posterior over the optimal mixture h*"),
     ("predicted-loss", "Predicted loss at the recommended mixture"),
@@ -48,6 +50,7 @@ SECTIONS: list[tuple[str, str]] = [
     ("loss-vs-compute", "Loss vs compute per mixture"),
     ("eel", "Expected excess loss over the campaign"),
     ("purchases", "What the planner bought, and when"),
+    ("validation", "Validation runs"),
     ("diagnostics", "Sampler diagnostics"),
     ("runs", "Runs table"),
 ]
@@ -73,12 +76,15 @@ class Context:
         with self.campaign.ledger() as lg:
             self.run_records = lg.runs()
             self.results = {r["run_id"]: r for r in lg.results()}
+            fit_ids = lg.fit_run_ids()
             self.snapshots = lg.snapshots()
             self.attempts = lg.attempts()
             events = lg.events()
         self.t0 = min([e["t"] for e in events] + [r.created_at for r in self.run_records]
                       or [time.time()])
         self.obs = export_runs(campaign_dir)
+        # what the fits see (validation runs are kept out unless recorded for the fit)
+        self.fit_obs = self.obs[self.obs["run_id"].isin(fit_ids)] if len(self.obs) else self.obs
         self.rec = self.status.get("recommendation")
         # the newest snapshot that loads (the status already refused a campaign with none)
         good = usable_snapshot(self.snapshots, load_posterior)
@@ -134,8 +140,16 @@ class Context:
                     self.holdout_exception = e
                 else:
                     add_recommendation_warnings(self.dir, self.snapshot_id,
-                                                holdout_warnings(self._holdout))
+                                                holdout_warnings(self._holdout),
+                                                holdout_reasons(self._holdout))
         return self._holdout
+
+    def trust(self) -> dict | None:
+        """``planner.calibrate.trust.trust`` with the report's held-out check (None without a
+        recommendation)."""
+        if not self.rec:
+            return None
+        return trust(self.posterior, self.holdout_result(), self.status.get("validation"))
 
     @property
     def holdout_error(self) -> str | None:
@@ -195,7 +209,7 @@ def run_holdout(ctx: Context) -> dict:
 
     method, kw = _holdout_settings(ctx)
     targets = list(ctx.posterior.targets) if ctx.posterior is not None else list(ctx.cfg.targets)
-    key = json.dumps({"snapshot": ctx.snapshot_id, "n_obs": len(ctx.obs), "law": ctx.cfg.law,
+    key = json.dumps({"snapshot": ctx.snapshot_id, "n_obs": len(ctx.fit_obs), "law": ctx.cfg.law,
                       "method": method, "kwargs": kw, "targets": targets, "seed": ctx.seed},
                      sort_keys=True, default=lenient_json)
     cache = ctx.dir / HOLDOUT_CACHE
@@ -206,7 +220,7 @@ def run_holdout(ctx: Context) -> dict:
                 return c["result"]
         except (OSError, json.JSONDecodeError, KeyError):
             pass
-    table = runs_from_frame(ctx.obs, domains=ctx.domains, targets=targets)
+    table = runs_from_frame(ctx.fit_obs, domains=ctx.domains, targets=targets)
     ctx.notify(f"held-out check: refitting the {ctx.cfg.law} law ({method}) without the largest "
                f"scale; the result is cached in {cache} (--no-holdout skips it)")
     res = holdout_check(table, law=ctx.cfg.law, targets=targets, method=method, seed=ctx.seed, **kw)

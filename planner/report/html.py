@@ -101,8 +101,10 @@ tr.binding td{background:#fdecea}
 .badge{display:inline-block;padding:0 6px;border-radius:8px;background:#e6eef7;font-size:12px}
 .badge.imported{background:#ffd98a}
 .badge.tell{background:#d4f1d4}
+.badge.validation{background:#e3d4f1}
 img{max-width:100%;height:auto;display:block;margin:8px 0}
 .note{color:#555;font-style:italic}
+.trust-low{background:#fde8e8;border:2px solid #b00;padding:8px 12px;margin:0 0 12px}
 .warn{color:#8a4b00}
 .good{color:#1a6b1a}
 .headline{font-size:16px}

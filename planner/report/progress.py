@@ -124,6 +124,29 @@ def discrepancy_line(disc: dict | None) -> str:
     return f"{when}; " + "; ".join(per)
 
 
+def _cell(q: dict) -> str:
+    if "lo" not in q:
+        return f"{q['measured']:.4g}"
+    mark = "inside" if q.get("inside") else "OUTSIDE"
+    return f"{q['measured']:.4g} vs {q['mean']:.4g} [{q['lo']:.4g}, {q['hi']:.4g}] {mark}"
+
+
+def validation_lines(block: dict | None) -> list[str]:
+    """One line per validated mixture: measured objective (and target losses) vs the predicted
+    mean and 90 % interval, and whether each falls inside."""
+    out = []
+    for m in (block or {}).get("mixtures") or []:
+        parts = []
+        if m.get("objective"):
+            parts.append(f"objective {_cell(m['objective'])}")
+        if len(m.get("losses") or {}) > 1 or not m.get("objective"):
+            parts += [f"{t} {_cell(q)}" for t, q in (m.get("losses") or {}).items()]
+        fit = "; in the fit" if m.get("in_fit") else ""
+        out.append(f"{m['name']} (N={m['N']:.3g}, D={m['D']:.3g}, {len(m['run_ids'])} run(s)"
+                   f"{fit}): " + "; ".join(parts))
+    return out
+
+
 def status_table(st: dict[str, Any]):
     """A rich Table for a ``campaign_status`` dict."""
     from rich.table import Table
@@ -142,8 +165,11 @@ def status_table(st: dict[str, Any]):
     lw = format_law_weights(st.get("law_weights"))
     if lw:
         t.add_row("law weights (held-out)", lw)
+    n_val = (st.get("sources") or {}).get("validation", 0)
     t.add_row("runs", f"completed {c['completed']}, running {c['running']}, proposed "
-                      f"{c['proposed']}, failed {c['failed']}  (observations {st['observations']})")
+                      f"{c['proposed']}, failed {c['failed']}  (observations {st['observations']})"
+                      + (f"; {n_val} completed validation run(s), not fitted unless marked"
+                         if n_val else ""))
     sp, b = st["spent"], st["budget"]
     t.add_row("compute (FLOPs)", f"completed {_fmt_flops(sp['flops_completed'])}, in flight "
                                  f"{_fmt_flops(sp['flops_in_flight'])}, budget {_fmt_flops(b['flops'])}")
@@ -153,7 +179,7 @@ def status_table(st: dict[str, Any]):
         t.add_row("chosen by", ", ".join(f"{k} {v}" for k, v in strat.items())
                   + " (runs not failed, by strategy)")
     src = st.get("sources") or {}
-    given = {k: v for k, v in src.items() if k not in ("planner", "suggest")}
+    given = {k: v for k, v in src.items() if k not in ("planner", "suggest", "validation")}
     if given:
         t.add_row("runs given", ", ".join(f"{v} {k}" for k, v in given.items())
                   + " (counted as observations, not against the budget)")
@@ -178,6 +204,14 @@ def status_table(st: dict[str, Any]):
         t.add_row("data caps on h", ", ".join(f"{d} <= {c:.3g}" + (" (binds)" if d in binding else "")
                                              for d, c in st["caps"].items()))
     t.add_row("posterior snapshots", str(st["snapshots"]))
+    for i, line in enumerate(validation_lines(st.get("validation"))):
+        t.add_row("validation (90%)" if i == 0 else "", line)
+    tr = st.get("trust")
+    if tr:
+        reasons = tr.get("reasons") or []
+        t.add_row("trust", tr["level"] + (f": {reasons[0]}" if reasons else ""))
+        for r in reasons[1:]:
+            t.add_row("", r)
     warns = st.get("warnings") or []
     if rec:
         t.add_row(f"warnings ({len(warns)})" if warns else "warnings", warns[0] if warns else "none")

@@ -192,7 +192,7 @@ def sec_pred_vs_obs(ctx: Context) -> str:
     why = need_posterior(ctx)
     if why:
         return para(why, "note")
-    post, obs = ctx.posterior, ctx.obs
+    post, obs = ctx.posterior, ctx.fit_obs
     frames, rows = {}, []
     for i, t in enumerate(post.targets):
         col = f"loss_{t}"

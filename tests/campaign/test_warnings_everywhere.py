@@ -60,6 +60,9 @@ def test_warnings_reach_run_status_json_and_the_report(tmp_path, monkeypatch, ca
 
     # planner run's final table lists every one of them
     assert f"warnings ({len(warns)})" in table
+    # the law alone misses the held-out largest scale (joint truth, additive fits): trust low
+    assert rec["trust"]["level"] == "low" and rec["trust"]["reasons"]
+    assert flat(f"trust low: {rec['trust']['reasons'][0]}") in table
     for w in warns:
         assert flat(w) in table, w
     # planner status and planner status --json
@@ -100,12 +103,17 @@ def test_warnings_reach_run_status_json_and_the_report(tmp_path, monkeypatch, ca
     assert set(shown) <= set(st["warnings"])
     assert planner_main(["status", str(out)]) == 0
     assert flat(bad) in flat(capsys.readouterr().out)
-    # with no planner running it is written into recommendation.json too (nothing else changes)
+    # 40 % coverage is far below nominal: trust is low for that reason too
+    low = "a: the held-out check found only 40 % of the held-out losses inside"
+    assert st["trust"]["level"] == "low" and any(r.startswith(low) for r in st["trust"]["reasons"])
+    # with no planner running it is written into recommendation.json too (nothing else changes
+    # but the trust reasons)
     shown = report_warnings(out)
     after = json.loads((out / "recommendation.json").read_text())
     assert set(shown) <= set(after["warnings"]) and after["warnings"][:len(warns)] == warns
-    assert {k: v for k, v in after.items() if k != "warnings"} == \
-        {k: v for k, v in rec.items() if k != "warnings"}
+    assert after["trust"] == st["trust"]
+    assert {k: v for k, v in after.items() if k not in ("warnings", "trust")} == \
+        {k: v for k, v in rec.items() if k not in ("warnings", "trust")}
 
     # a held-out check that fails (not bad input) loses its own section only; the summary
     # still lists the posterior's warnings
