@@ -9,6 +9,7 @@ from planner.api import check_file, fit_runs, optimum_file, predict_file
 from planner.core.errors import InputError
 from planner.core.io import finite_json
 from planner.infer.options import FIT_METHODS, FitOptions
+from planner.model.discrepancy import field_summary
 from planner.model.laws import AUTO, LAW_CHOICES
 from planner.model.regmix import load_regmix
 
@@ -60,8 +61,7 @@ def cmd_fit(args) -> int:
             msg += f"; discrepancy {disc['kind']}, s1 {disc['s1']:.3g}"
             fld = disc.get("mixture_field")
             if fld:
-                msg += (f", smooth over mixtures (length scale {fld['length_scale']:g}, "
-                        f"share {fld['share']:.2f}): h* includes it")
+                msg += f", smooth over mixtures ({field_summary(fld)}): h* includes it"
         print(msg)
     print(f"posterior saved to {args.out}")
     return 0

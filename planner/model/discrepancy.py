@@ -351,6 +351,22 @@ def mixture_field(tp, logn: float, logd: float, k: int, n_draws: int,
     return {"amp": amp, "omega": omega, "phase": phase}
 
 
+def field_summary(fld: dict) -> str:
+    """A mixture field in words: how probable smooth structure over h is, and its length scale
+    (the most probable one, or the range averaged over when the posterior cannot tell them
+    apart), and the share of the discrepancy specific to mixtures."""
+    comps = fld.get("by_length_scale") or []
+    ps = [float(c["p"]) for c in comps]
+    if comps and max(ps) <= 1.5 * min(ps):
+        lo, hi = (float(c["length_scale"]) for c in (comps[0], comps[-1]))
+        ell = f"length scale not identified, averaged over {lo:g}-{hi:g}"
+    else:
+        ell = f"length scale {float(fld.get('length_scale') or 0.0):g}"
+    p = fld.get("p_structure")
+    return (("" if p is None else f"probability {float(p):.2f}, ") + ell
+            + f", share {float(fld.get('share') or 0.0):.2f}")
+
+
 def _draw_components(comps: list[dict], n_draws: int, rng) -> tuple[np.ndarray, np.ndarray]:
     """Per draw a length scale and an amplitude per unit distance, s1'_s sqrt(share), from the
     components' posterior probabilities p (stratified: round(p n_draws) draws each, in a

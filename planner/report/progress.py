@@ -10,6 +10,8 @@ import sys
 import time
 from typing import Any
 
+from planner.model.discrepancy import field_summary
+
 
 def _fmt_flops(x: float | None) -> str:
     return "-" if x is None else f"{x:.3g}"
@@ -119,7 +121,7 @@ def discrepancy_line(disc: dict | None) -> str:
             txt += " (prior)"
         fld = d.get("mixture_field")
         if fld:
-            txt += f", smooth over h (length scale {float(fld['length_scale']):g})"
+            txt += f", smooth over h ({field_summary(fld)})"
         per.append(txt)
     return f"{when}; " + "; ".join(per)
 

@@ -12,6 +12,7 @@ from planner.calibrate.diagnose import (
     sampler_warnings,
     target_warnings,
 )
+from planner.model.discrepancy import field_summary
 from planner.report import figures
 from planner.report.context import Context, need_posterior
 from planner.report.html import (
@@ -353,10 +354,9 @@ def sec_diagnostics(ctx: Context) -> str:
                          + (f" ({note})" if note else ""))
             fld = (tp.discrepancy or {}).get("mixture_field") or disc.get("mixture_field")
             if isinstance(fld, dict) and fld:
-                notes.append(f"{t}: the discrepancy varies smoothly with the mixture (length "
-                             f"scale {fmt_num(fld.get('length_scale'), '.3g')}, share "
-                             f"{fmt_num(fld.get('share'), '.2f')}): each draw's h* includes it, so "
-                             f"the h* intervals widen with the distance from the observed runs")
+                notes.append(f"{t}: the discrepancy varies smoothly with the mixture "
+                             f"({field_summary(fld)}): each draw's h* includes it, so the h* "
+                             f"intervals widen with the distance from the observed runs")
         idata = tp.idata
         if method == "nuts" and idata is not None and len(figs) < 3:
 

@@ -323,3 +323,14 @@ def test_field_averages_over_length_scales():
     vals = _field_np(f, np.array([[0.2, 0.5, 0.3]]))
     want = 0.3 * (0.02 * 2) ** 2 * 0.5 + 0.5 * (0.04 * 2) ** 2 * 0.8
     assert abs(np.mean(vals ** 2) / want - 1) < 0.10
+
+
+def test_field_summary_says_when_the_length_scale_is_not_identified():
+    flat = [{"length_scale": e, "p": 0.125} for e in (0.05, 0.1, 3.2)]
+    fld = {"length_scale": 0.05, "share": 0.51, "p_structure": 0.875, "by_length_scale": flat}
+    assert dm.field_summary(fld) == ("probability 0.88, length scale not identified, averaged "
+                                     "over 0.05-3.2, share 0.51")
+    peaked = [{"length_scale": 0.05, "p": 0.01}, {"length_scale": 0.4, "p": 0.9}]
+    fld = {"length_scale": 0.4, "share": 0.7, "p_structure": 0.91, "by_length_scale": peaked}
+    assert dm.field_summary(fld) == "probability 0.91, length scale 0.4, share 0.70"
+    assert dm.field_summary({"length_scale": 0.3, "share": 0.5}) == "length scale 0.3, share 0.50"
