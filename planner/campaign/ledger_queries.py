@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from pathlib import Path
 
 from planner.campaign.records import BOUGHT_SOURCES, STATUSES, in_fit, run_strategy
 
@@ -166,9 +167,17 @@ class LedgerQueries:
         return int(self._con.execute("SELECT COALESCE(MAX(id), 0) FROM snapshots").fetchone()[0]) + 1
 
     def snapshots(self) -> list[dict]:
+        """Snapshot rows, oldest first. ``path`` is where the snapshot is now: its directory
+        inside this campaign's directory (``posteriors/NNNN``) when that exists, so a campaign
+        read from another working directory, or moved, still finds its snapshots (the ledger
+        stores the path as the planner that wrote it named it)."""
         out = []
         for r in self._con.execute("SELECT * FROM snapshots ORDER BY id"):
             s = dict(r)
+            stored = Path(s["path"])
+            here = Path(self.path).parent.joinpath(*stored.parts[-2:])
+            if len(stored.parts) >= 2 and here.exists():
+                s["path"] = str(here)
             s["run_ids"] = json.loads(s.pop("run_ids_json"))
             rec = s.pop("recommendation_json")
             s["recommendation"] = json.loads(rec) if rec else None

@@ -143,3 +143,22 @@ def test_ledger_is_durable_per_event(tmp_path):
     assert [e["kind"] for e in ro.events()] == ["created", "proposed", "dispatched", "result"]
     ro.close()
     lg.close()
+
+
+def test_snapshot_paths_resolve_inside_the_campaign_dir(tmp_path, monkeypatch):
+    # the planner records a snapshot's path as it named it (relative to its working directory);
+    # a reader elsewhere, or after the campaign directory moved, finds posteriors/NNNN inside it
+    monkeypatch.chdir(tmp_path)
+    lg = new_ledger(Path("camp"))
+    (tmp_path / "camp" / "posteriors" / "0001").mkdir(parents=True)
+    lg.add_snapshot(1, "camp/posteriors/0001", ["r00001"], 3, 1.0, None)
+    lg.add_snapshot(2, "camp/posteriors/0002", ["r00001"], 3, 1.0, None)   # missing on disk
+    lg.close()
+    moved = tmp_path / "elsewhere" / "camp2"
+    moved.parent.mkdir()
+    (tmp_path / "camp").rename(moved)
+    monkeypatch.chdir(moved.parent)
+    with Ledger.open(moved, readonly=True) as lg:
+        paths = [s["path"] for s in lg.snapshots()]
+    assert paths[0] == str(moved / "posteriors" / "0001")
+    assert paths[1] == "camp/posteriors/0002"   # not there: kept as recorded, reported as damaged
