@@ -31,6 +31,7 @@ from scipy import optimize
 from scipy.stats import chi2
 
 from planner.core.errors import FitError
+from planner.infer.convergence import diagnostic_sites, independent_draw_diagnostics
 from planner.infer.mode import (
     MOVE_CHUNK,
     Mode,
@@ -250,6 +251,7 @@ def fit_laplace(law: Law, data: ModelData, seed: int, init: dict,
             "sigma_joint_mode": float(np.exp(mode.x[j])),
             "sigma_marginal_mode": float(np.exp(cells[int(np.argmax(lm))].s)),
             "sigma_grid_cells": len(cells), "sigma_grid_step": step}
+    diag.update(independent_draw_diagnostics(draws, diagnostic_sites(law, draws), seed))
     return draws, diag
 
 

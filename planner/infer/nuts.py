@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from planner.infer import coords as cc
+from planner.infer.convergence import diagnostic_sites, rank_diagnostics
 from planner.infer.map import MapResult
 from planner.infer.mode import Mode, dynamic_args, posterior_mode, site_offsets
 from planner.infer.options import NUTS_SETTINGS, NutsSettings
@@ -242,34 +243,18 @@ def fit_nuts(law: Law, data: ModelData, seed: int, init_map: MapResult, num_warm
 
 
 def nuts_diagnostics(run: NutsRun, law: Law) -> dict:
-    """Rank-normalised split r_hat and bulk ESS (Vehtari et al. 2021, via ArviZ) of every law
+    """Rank-normalised split r_hat and bulk ESS (``convergence.rank_diagnostics``) of every law
     parameter (natural scale, each component), sigma and tau; divergences."""
-    import arviz as az
-
-    names = [p.name for p in law.params] + ["sigma"] + (["tau"] if "tau" in run.samples else [])
-    rhat, ess = {}, {}
-    for n in names:
-        x = np.asarray(run.samples[n], float)
-        x = x.reshape(x.shape[0], x.shape[1], -1)
-        for j in range(x.shape[2]):
-            label = n if x.shape[2] == 1 else f"{n}[{j}]"
-            xj = x[:, :, j]
-            ess[label] = float(az.ess(xj, method="bulk"))
-            rhat[label] = float(az.rhat(xj, method="rank")) if x.shape[0] > 1 else float("nan")
+    out = rank_diagnostics(run.samples, diagnostic_sites(law, run.samples))
     chains, draws = next(iter(run.samples.values())).shape[:2]
     div = int(run.diverging.sum())
-    worst_r = max(rhat, key=lambda k: -np.inf if np.isnan(rhat[k]) else rhat[k])
-    worst_e = min(ess, key=ess.get)
-    return {"r_hat_max": float(np.nanmax(list(rhat.values()))) if chains > 1 else float("nan"),
-            "ess_bulk_min": float(min(ess.values())), "divergences": div,
-            "divergence_rate": div / run.diverging.size,
-            "r_hat_worst": worst_r, "ess_worst": worst_e,
-            "mean_leapfrog_steps": float(run.num_steps.mean()), "num_chains": chains,
-            "num_samples": draws, "thin": run.thin,
-            "step_size": [float(s) for s in run.step_size],
-            "sampler_coords": run.coords,
-            "ess_by_param": {k: round(v, 1) for k, v in ess.items()},
-            "phase_seconds": {k: round(v, 2) for k, v in run.seconds.items()}}
+    out.update({"divergences": div, "divergence_rate": div / run.diverging.size,
+                "mean_leapfrog_steps": float(run.num_steps.mean()), "num_chains": chains,
+                "num_samples": draws, "thin": run.thin,
+                "step_size": [float(s) for s in run.step_size],
+                "sampler_coords": run.coords,
+                "phase_seconds": {k: round(v, 2) for k, v in run.seconds.items()}})
+    return out
 
 
 def diagnostic_warnings(d: dict) -> list[str]:
