@@ -12,6 +12,7 @@ from planner.core.errors import InputError
 from planner.decide.optimum import objective_draws
 from planner.infer.auto import AUTO, fit_auto
 from planner.infer.dispatch import fit
+from planner.model.laws import n_params
 from planner.model.runs import RunsTable
 
 log = logging.getLogger("planner.calibration")
@@ -129,7 +130,7 @@ def holdout_check(table: RunsTable, law: str = AUTO, targets=None, method: str =
     the mixture discrepancy) or None}}}."""
 
     targets = list(targets) if targets else list(table.targets)
-    mask, info = largest_scale_split(table)
+    mask, info = largest_scale_split(table, inner_rows_needed=n_params(law, len(table.domains)))
     if mask is None:
         raise InputError("calibration check needs at least two scales (N or D levels); "
                          "the table has one")
