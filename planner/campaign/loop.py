@@ -100,6 +100,17 @@ def loop_stats(planner: Planner, executor=None) -> dict:
             "warnings": list((planner.recommendation or {}).get("warnings") or [])}
 
 
+def release_in_flight(executor, ledger, in_flight: dict[str, int], why: str) -> None:
+    """Cancel the runs in flight ({run_id: attempt}) and release their attempts in the ledger,
+    so that a rerun re-dispatches them; a cancel that fails (the worker is gone) is ignored."""
+    for rid, att in list(in_flight.items()):
+        try:
+            executor.cancel(rid)
+        except Exception:  # noqa: BLE001 - the attempt is released either way
+            pass
+        ledger.release_attempt(rid, att, why)
+
+
 def run_loop(planner: Planner, executor, progress=None, poll_s: float = 0.5) -> LoopResult:
     """Drive the campaign to its end (see the module docstring). The caller owns the executor
     and the ledger. Ctrl-C (KeyboardInterrupt) releases the in-flight runs so that a rerun
@@ -199,12 +210,7 @@ def run_loop(planner: Planner, executor, progress=None, poll_s: float = 0.5) -> 
                 show()
         integrate(fitw.poll(block=True))
     except KeyboardInterrupt:
-        for rid, att in list(in_flight.items()):
-            try:
-                executor.cancel(rid)
-            except Exception:  # noqa: BLE001
-                pass
-            ledger.release_attempt(rid, att, "planner interrupted")
+        release_in_flight(executor, ledger, in_flight, "planner interrupted")
         ledger.event("interrupted")
         s = ledger.spent()
         return LoopResult("interrupted", "interrupted; rerun the same command to resume",

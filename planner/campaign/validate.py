@@ -20,6 +20,7 @@ from planner.calibrate.trust import trust
 from planner.campaign.executors import make_executor
 from planner.campaign.journal import JournalLog
 from planner.campaign.ledger import Ledger
+from planner.campaign.loop import release_in_flight
 from planner.campaign.planner import RECOMMENDATION, Planner, load_posterior
 from planner.campaign.records import VALIDATION_SOURCE
 from planner.campaign.snapshots import usable_snapshot
@@ -154,12 +155,7 @@ def _execute(planner: Planner, todo, executor, campaign_dir, progress) -> list[s
                 if progress is not None:
                     progress(f"{o.run_id}: {status}")
     except KeyboardInterrupt:
-        for rid, att in list(in_flight.items()):
-            try:
-                ex.cancel(rid)
-            except Exception:  # noqa: BLE001
-                pass
-            ledger.release_attempt(rid, att, "planner interrupted")
+        release_in_flight(ex, ledger, in_flight, "planner interrupted")
         raise
     finally:
         if own:
