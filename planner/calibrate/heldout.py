@@ -8,7 +8,8 @@ held-out runs, and a batched sampler for simulation-based calibration.
 
 The largest scale is the largest N (all its rows, every checkpoint of those runs; with the next
 N levels when fewer than ``MIN_HELDOUT_RUNS`` runs have it); when N has one level, the largest
-D. ``calibrate`` fits the rest ("inner" fit, same method and settings), predicts the held-out rows, and turns their log-errors into the discrepancy slope
+D. ``calibrate`` fits the rest ("inner" fit, same method and settings), predicts the held-out
+rows, and turns their log-errors into the discrepancy slope
 (``discrepancy.fit_slope``). ``holdout_check`` does this one level up: it fits everything but the
 largest scale, predicts it with and without the discrepancy (calibrated inside the fitted part),
 and reports relative error, interval coverage and width, and rank correlation.
@@ -57,14 +58,9 @@ def largest_scale_split(table: RunsTable, inner_rows_needed: int = 0
     levels = np.unique(N)[::-1]
     if len(levels) > 1:
         keys = table.run_keys()
-        mask = np.isclose(N, levels[0], rtol=1e-9, atol=0)
-        for i, lev in enumerate(levels[1:], start=1):
-            if len(set(keys[mask])) >= MIN_HELDOUT_RUNS or len(levels) - i - 1 < MIN_INNER_LEVELS:
-                break
-            new = mask | np.isclose(N, lev, rtol=1e-9, atol=0)
-            if (~new).sum() <= inner_rows_needed:
-                break
-            mask = new
+        mask = table.top_levels(N, MIN_HELDOUT_RUNS, inner_rows_needed, MIN_INNER_LEVELS)
+        if not mask.any():  # the largest N alone is held out even when that leaves little
+            mask = np.isclose(N, levels[0], rtol=1e-9, atol=0)
         info = {"rule": "largest N", "N": float(levels[0]), "n_heldout_rows": int(mask.sum()),
                 "n_heldout_runs": len(set(keys[mask]))}
         if N[mask].min() < levels[0]:

@@ -131,14 +131,7 @@ def stacking_split(table: RunsTable, inner_rows_needed: int) -> tuple[np.ndarray
     n_runs = len(set(keys))
     want = max(MIN_HELDOUT_RUNS, math.ceil(HELDOUT_FRACTION * n_runs))
     levels = np.unique(vals)[::-1]
-    mask = np.zeros(len(vals), bool)
-    for lev in levels[:-1]:
-        new = mask | np.isclose(vals, lev, rtol=1e-9, atol=0)
-        if (~new).sum() <= inner_rows_needed:
-            break
-        mask = new
-        if len(set(keys[mask])) >= want:
-            break
+    mask = table.top_levels(vals, want, inner_rows_needed)
     if not mask.any():
         return None, {"rule": f"none: {int((~np.isclose(vals, levels[0])).sum())} rows below "
                               f"the largest {axis}, need more than {inner_rows_needed} to fit "

@@ -80,6 +80,27 @@ class RunsTable:
         return np.array([rid if isinstance(rid, str) and rid else run_identity(n, h)
                          for rid, n, h in zip(ids, self.frame["N"].to_numpy(float), H)], dtype=object)
 
+    def top_levels(self, vals, want_runs: int, inner_rows_needed: int,
+                   keep_levels: int = 1) -> np.ndarray:
+        """Rows of the largest levels of ``vals`` (this table's N or D, per row), whole levels
+        added from the top until at least ``want_runs`` runs are in, while at least
+        ``keep_levels`` levels and more than ``inner_rows_needed`` rows stay below; an empty
+        mask when not even the largest level can be taken."""
+        vals = np.asarray(vals, float)
+        keys = self.run_keys()
+        levels = np.unique(vals)[::-1]
+        mask = np.zeros(len(vals), bool)
+        for i, lev in enumerate(levels):
+            if len(levels) - i - 1 < keep_levels:
+                break
+            new = mask | np.isclose(vals, lev, rtol=1e-9, atol=0)
+            if (~new).sum() <= inner_rows_needed:
+                break
+            mask = new
+            if len(set(keys[mask])) >= want_runs:
+                break
+        return mask
+
     def observations(self, target: str) -> Observations:
         if target not in self.targets:
             raise InputError(f"unknown target {target!r}; the table has {', '.join(self.targets)}")
