@@ -40,7 +40,8 @@ from planner.model.runs import runs_from_frame
 from tests.support.sim import paper_table
 
 REGMIX = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "regmix"
-GOALS = {"r_hat_max": 1.01, "ess_bulk_min": 400.0, "divergence_rate": 0.01, "seconds": 180.0}
+GOALS = {"r_hat_max": NUTS_SETTINGS.r_hat_goal, "ess_bulk_min": NUTS_SETTINGS.ess_goal,
+         "divergence_rate": 0.01, "seconds": 180.0}
 
 
 def cases(names, seed: int, data: str, targets):

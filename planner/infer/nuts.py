@@ -139,7 +139,11 @@ def fit_nuts(law: Law, data: ModelData, seed: int, init_map: MapResult, num_warm
              target: str = "", settings: NutsSettings = NUTS_SETTINGS) -> NutsRun:
     """Mode search, then ``num_chains`` NUTS chains: ``num_warmup`` warm-up iterations in two
     equal stages, then ``num_samples`` kept draws per chain, every ``settings.thin``-th of
-    ``num_samples * settings.thin`` sampling iterations.
+    ``num_samples * settings.thin`` sampling iterations. While the kept draws fall short of the
+    convergence goals (``_short_of_goals``; checked when at least ``settings.min_kept_to_extend``
+    draws are asked for), the chains run that many iterations again, up to
+    ``settings.max_sampling_rounds`` rounds in all, and the kept draws are thinned by the number
+    of rounds so there stay ``num_samples`` per chain.
 
     Each chain starts at the mode plus a draw from the Gaussian there (dispersed starts, so
     r_hat can see chains that have not mixed). Warm-up stage 1 adapts the step size with the
@@ -231,15 +235,45 @@ def fit_nuts(law: Law, data: ModelData, seed: int, init_map: MapResult, num_warm
                       f"{settings.thin}), {st.mean():.0f} leapfrog steps per "
                       f"draw, {int(dv.sum())} divergent")
     seconds["sampling"] = ph.elapsed
-    keep = slice(2 * stage + settings.thin - 1, 2 * stage + n_iter, settings.thin)
-    W = np.concatenate(out["z"], axis=1)[:, keep]
-    nat = fns["natural"](jnp.asarray(W.reshape(-1, W.shape[-1])), dyn, y, refs)
-    samples = {n: np.asarray(v).reshape((num_chains, num_samples) + np.shape(v)[1:])
-               for n, v in nat.items()}
-    every = slice(2 * stage, 2 * stage + n_iter)
+
+    def kept(rounds):
+        thin = settings.thin * rounds
+        keep = slice(2 * stage + thin - 1, 2 * stage + rounds * n_iter, thin)
+        W = np.concatenate(out["z"], axis=1)[:, keep]
+        nat = fns["natural"](jnp.asarray(W.reshape(-1, W.shape[-1])), dyn, y, refs)
+        return {n: np.asarray(v).reshape((num_chains, num_samples) + np.shape(v)[1:])
+                for n, v in nat.items()}
+
+    rounds, samples = 1, kept(1)
+    extend = num_chains * num_samples >= settings.min_kept_to_extend
+    while extend and rounds < settings.max_sampling_rounds:
+        short = _short_of_goals(samples, law, settings)
+        if not short:
+            break
+        with reporter.phase(target, f"sampling round {rounds + 1} ({short})", n_iter,
+                            chains=chains) as ph:
+            state = run(state, n_iter, ph, 2 * stage + rounds * n_iter, "")
+            rounds += 1
+            samples = kept(rounds)
+            ph.summary = f"{num_samples} kept per chain (every {settings.thin * rounds})"
+        seconds[f"sampling_{rounds}"] = ph.elapsed
+    every = slice(2 * stage, 2 * stage + rounds * n_iter)
     return NutsRun(samples, np.concatenate(out["div"], axis=1)[:, every],
                    np.concatenate(out["steps"], axis=1)[:, every],
-                   flat(state.adapt_state.step_size), settings.thin, c.describe(), seconds)
+                   flat(state.adapt_state.step_size), settings.thin * rounds, c.describe(),
+                   seconds)
+
+
+def _short_of_goals(samples: dict, law: Law, s: NutsSettings) -> str:
+    """What keeps the draws short of the convergence goals (max r_hat <= ``s.r_hat_goal``, min
+    bulk ESS >= ``s.ess_goal``), or "" when they meet them."""
+    d = rank_diagnostics(samples, diagnostic_sites(law, samples))
+    out = []
+    if np.isfinite(d["r_hat_max"]) and d["r_hat_max"] > s.r_hat_goal:
+        out.append(f"r_hat {d['r_hat_max']:.3f} > {s.r_hat_goal:g}")
+    if d["ess_bulk_min"] < s.ess_goal:
+        out.append(f"ESS {d['ess_bulk_min']:.0f} < {s.ess_goal:g}")
+    return ", ".join(out)
 
 
 def nuts_diagnostics(run: NutsRun, law: Law) -> dict:

@@ -40,6 +40,14 @@ class NutsSettings:
                                      # tables), so a quarter of them keep most of the
                                      # information, and the posterior stays 1,000 draws
     chunk: int = 50                  # iterations per compiled call (progress granularity)
+    r_hat_goal: float = 1.01         # sampling continues while max r_hat is above this ...
+    ess_goal: float = 400.0          # ... or min bulk ESS below this (Vehtari et al. 2021)
+    min_kept_to_extend: int = 1000   # goals checked when this many draws are asked for (the
+                                     # default 2 x 500): with fewer, r_hat and ESS are too
+                                     # noisy to act on (2 x 100 independent draws: max r_hat
+                                     # 1.04, min ESS 48 over the k = 3 additive law's sites)
+    max_sampling_rounds: int = 4     # at most 4x the requested sampling iterations; the
+                                     # kept draws stay num_samples per chain (thinned more)
     chain_method: str = "parallel"   # chains split over the host's CPUs ("vectorized": one)
 
 

@@ -66,12 +66,16 @@ def test_nuts_fit_reports_mode_search_warm_up_and_sampling(caplog):
                    num_warmup=100, num_samples=100, progress=Reporter(stream, min_interval_s=0.0))
     phases = [r.getMessage().split(" done")[0] for r in caplog.records if " done in " in
               r.getMessage()]
-    assert phases == ["web: Huber fit", "web: mode search", "web: warm-up", "web: sampling"]
+    # further sampling rounds run while the draws fall short of the convergence goals
+    assert phases[:4] == ["web: Huber fit", "web: mode search", "web: warm-up", "web: sampling"]
+    assert all(p.startswith("web: sampling round ") for p in phases[4:])
     out = stream.getvalue()
     assert "[web] warm-up, chains 1-2:" in out and "[web] sampling, chains 1-2:" in out
     assert "ETA" in out
     d = post["web"].diagnostics
-    assert set(d["phase_seconds"]) == {"mode_search", "warm-up", "sampling"}
+    rounds = {f"sampling_{r}" for r in range(2, 2 + len(phases) - 4)}
+    assert set(d["phase_seconds"]) == {"mode_search", "warm-up", "sampling"} | rounds
+    assert d["thin"] == 4 * (1 + len(rounds)) and d["num_samples"] == 100
     assert {"r_hat_max", "ess_bulk_min", "divergence_rate"} <= set(d)
 
 
