@@ -11,6 +11,7 @@ enter the next fit: rerun ``planner run`` to refit).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -62,12 +63,33 @@ def _plan(ledger: Ledger, cfg, mixtures, custom, N, D, seeds, use_in_fit) -> lis
     return out
 
 
+SCALED = "scaled"  # validate's default timeout: the campaign's, scaled by compute
+
+
+def validation_timeout(cfg, N: float, D: float, timeout_s=SCALED) -> float | None:
+    """The time limit of one validation run. ``executor.timeout_s`` is sized for the campaign's
+    runs; a run at the target costs more, so by default it gets that limit times
+    6ND / (6 N_max D_max) of the space's largest run (never less than the limit itself).
+    ``timeout_s``: a number of seconds, or None for no limit, instead."""
+    if timeout_s != SCALED:
+        if timeout_s is not None and not (math.isfinite(float(timeout_s)) and float(timeout_s) > 0):
+            raise InputError(f"--timeout-s must be a number of seconds > 0 or 'none', "
+                             f"got {timeout_s!r}")
+        return None if timeout_s is None else float(timeout_s)
+    base = cfg.executor.timeout_s
+    if base is None:
+        return None
+    return float(base) * max(1.0, (N * D) / (cfg.space.N.hi * cfg.space.D.hi))
+
+
 def validate(campaign_dir: str | Path, mixtures=DEFAULT_MIXTURES, custom=(), N: float | None = None,
              D: float | None = None, seeds=(0,), use_in_fit: bool = False, executor=None,
-             progress=None) -> dict:
+             progress=None, timeout_s=SCALED) -> dict:
     """Train ``mixtures`` (built-in names) and ``custom`` (``NAME=dom:w,...`` strings) at the
     campaign's target budget (or ``N``/``D``) for each of ``seeds``; see the module docstring.
-    ``executor``: one to use instead of the campaign's (not shut down here); ``progress``: a
+    ``timeout_s``: each run's time limit (``validation_timeout``; by default the campaign's,
+    scaled by compute). ``executor``: one to use instead of the campaign's (not shut down
+    here); ``progress``: a
     callable given one line per finished run. Returns {"run_ids", "trained", "failed",
     "validation", "trust"} (validation: the block written to ``recommendation.json`` and shown
     by ``planner status``; trust: ``planner.calibrate.trust.trust`` with it). Bad input raises
@@ -82,6 +104,7 @@ def validate(campaign_dir: str | Path, mixtures=DEFAULT_MIXTURES, custom=(), N: 
     try:
         N = float(N if N is not None else cfg.target_budget.N)
         D = float(D if D is not None else cfg.target_budget.D)
+        limit = validation_timeout(cfg, N, D, timeout_s)
         plan = _plan(ledger, cfg, mixtures, custom, N, D, seeds, use_in_fit)
         new = [(s, i) for s, i in plan if ledger.run(s.run_id) is None]
         for spec, _ in plan:
@@ -102,7 +125,12 @@ def validate(campaign_dir: str | Path, mixtures=DEFAULT_MIXTURES, custom=(), N: 
             _use_usable_snapshot(planner)
         ids = [s.run_id for s, _ in plan]
         todo = [ledger.run(i) for i in ids if ledger.run(i).status == RunStatus.PROPOSED]
-        trained = _execute(planner, todo, executor, campaign_dir, progress) if todo else []
+        if todo and limit != cfg.executor.timeout_s:
+            log.info("validation runs' time limit: %s", "none" if limit is None else f"{limit:g} s")
+        run_cfg = dataclasses.replace(cfg, executor=dataclasses.replace(cfg.executor,
+                                                                        timeout_s=limit))
+        trained = _execute(planner, run_cfg, todo, executor, campaign_dir,
+                           progress) if todo else []
         planner.write_recommendation()
         failed = [i for i in ids if ledger.run(i).status == RunStatus.FAILED]
         snap = (planner.recommendation or {}).get("snapshot")
@@ -124,10 +152,11 @@ def _use_usable_snapshot(planner: Planner) -> None:
     planner.posterior, planner.recommendation = good.posterior, good.snapshot["recommendation"]
 
 
-def _execute(planner: Planner, todo, executor, campaign_dir, progress) -> list[str]:
-    """Dispatch ``todo`` (proposed validation runs) batch_size at a time until each is completed
-    or failed for good; every outcome is recorded before the next is awaited."""
-    ledger, cfg = planner.ledger, planner.cfg
+def _execute(planner: Planner, cfg, todo, executor, campaign_dir, progress) -> list[str]:
+    """Dispatch ``todo`` (proposed validation runs) batch_size at a time on ``cfg``'s executor
+    until each is completed or failed for good; every outcome is recorded before the next is
+    awaited."""
+    ledger = planner.ledger
     own = executor is None
     ex = make_executor(cfg, campaign_dir=campaign_dir) if own else executor
     queue = list(todo)

@@ -16,6 +16,7 @@ InputError, which the main program prints as one line with exit code 2.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from planner.campaign.campaign import (
     tell,
 )
 from planner.campaign.planner import RECOMMENDATION
-from planner.campaign.validate import validate
+from planner.campaign.validate import SCALED, validate
 from planner.campaign.validation import DEFAULT_MIXTURES
 from planner.core.errors import InputError
 from planner.report.progress import Progress, print_status, validation_lines
@@ -100,7 +101,7 @@ def _validate(args) -> int:
     names = [m.strip() for m in args.mixtures.split(",") if m.strip()]
     try:
         r = validate(args.campaign_dir, mixtures=names, custom=args.mixture, N=args.N, D=args.D,
-                     seeds=seeds, use_in_fit=args.use_in_fit,
+                     seeds=seeds, use_in_fit=args.use_in_fit, timeout_s=args.timeout_s,
                      progress=lambda line: print(line, file=sys.stderr))
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: finished runs are recorded
         print("interrupted: rerun the same `planner validate` command to continue",
@@ -117,6 +118,18 @@ def _validate(args) -> int:
     print(f"validated: {len(r['trained'])} run(s) trained now, {len(r['run_ids'])} in all; "
           f"shown by `planner status` and in {RECOMMENDATION}", file=sys.stderr)
     return 0
+
+
+def _timeout(text: str) -> float | str | None:
+    if text.strip().lower() in ("none", SCALED):
+        return None if text.strip().lower() == "none" else SCALED
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds or 'none': {text!r}") from None
+    if not (math.isfinite(x) and x > 0):
+        raise argparse.ArgumentTypeError(f"must be > 0 seconds: {text!r}")
+    return x
 
 
 def _int_list(text: str, flag: str) -> list[int]:
@@ -191,6 +204,9 @@ def register(subparsers) -> None:
     p.add_argument("--seeds", default="0", help="comma-separated seeds (default: 0)")
     p.add_argument("--use-in-fit", action="store_true",
                    help="let these runs enter the campaign's next fit")
+    p.add_argument("--timeout-s", type=_timeout, default=SCALED, metavar="SECONDS",
+                   help="time limit per run, or 'none' (default: executor.timeout_s x the "
+                        "run's compute over the space's largest run's)")
     p.set_defaults(func=_validate)
 
     p = subparsers.add_parser("runs", help="export every observation (runs-table schema)")

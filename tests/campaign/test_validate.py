@@ -255,3 +255,25 @@ def test_a_failed_validation_run_is_retried_by_a_rerun(tmp_path, capsys, monkeyp
         (run,) = [x for x in lg.runs() if x.source == "validation"]
         assert run.status == "completed" and run.attempts == 4  # 3 failed, then 1 completed
         assert lg.spent()["runs_failed"] == 0
+
+
+def test_validation_runs_get_a_time_limit_scaled_by_their_compute(tmp_path, capsys):
+    from planner.campaign.validate import validation_timeout
+    from planner.config.parse import config_from_dict
+
+    c = {"domains": DOMS, "targets": {"a": 1.0}, "target_budget": {"N": 1e8, "D": 2e9},
+         "space": {"N": [1e6, 5e7], "D": [1e8, 1e9]}, "budget": {"max_runs": 6},
+         "trainer": {"path": "tests.support.trainers:TinySynthetic", "args": {}},
+         "executor": {"timeout_s": 300}}
+    cfg = config_from_dict(c)
+    # the target's 1e8 x 2e9 over the space's largest run's 5e7 x 1e9: 4x the compute
+    assert validation_timeout(cfg, 1e8, 2e9) == pytest.approx(1200.0)
+    # a run no larger than the space's largest keeps the campaign's own limit
+    assert validation_timeout(cfg, 1e7, 1e8) == 300.0
+    assert validation_timeout(cfg, 1e8, 2e9, 60.0) == 60.0
+    assert validation_timeout(cfg, 1e8, 2e9, None) is None
+    c["executor"] = {}
+    assert validation_timeout(config_from_dict(c), 1e8, 2e9) is None   # no limit stays none
+    with pytest.raises(SystemExit) as e:
+        planner_main(["validate", str(tmp_path), "--timeout-s", "-5"])
+    assert e.value.code == 2 and "--timeout-s" in capsys.readouterr().err
