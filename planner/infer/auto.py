@@ -26,7 +26,10 @@ and gA, gB widths) more than on the data, and when both are wrong (every real la
 concentrates on one of them regardless; stacking is built for that case.
 
 Fallbacks, each stated in ``meta["stacking"][target]["note"]``: a family with no more
-observations than parameters is not fitted (weight 0); with one fitted family it gets weight 1;
+observations than parameters is not fitted (weight 0), nor one whose mixture effect changes
+along a size axis (``Law.mixture_axes``) on which every row has the same value (RegMix's runs
+all have D = 1e9: the joint law's data-size mixture terms would rest on their priors alone, and
+NUTS there ran 860 leapfrog steps a draw to max r_hat 1.9); with one fitted family it gets weight 1;
 when nothing can be held out (one (N, D) scale, or too few rows below the largest scale to fit
 every fitted family without it, or the target not measured there) the fitted families get equal
 weights.
@@ -350,11 +353,19 @@ def fit_auto(table: RunsTable, law: str = AUTO, targets: list[str] | None = None
     # 1. every family on every row (the draws that will be combined)
     fits: dict[str, Posterior] = {}
     notes: dict[str, str] = {}
+    levels = {"N": len(np.unique(table.N)), "D": len(np.unique(table.D))}
     for j, f in enumerate(families):
         need = LAWS[f].n_params(k)
         ok = [t for t in targets if n_obs[t] > need]
         if not ok:
             notes[f] = f"not fitted: more than {need} observations needed"
+            continue
+        flat = [a for a in LAWS[f].mixture_axes if levels[a] < 2]
+        if flat:
+            notes[f] = (f"not fitted: its mixture effect changes with {' and '.join(flat)}, and "
+                        f"every row has the same {' and '.join(flat)}, so the data cannot "
+                        "identify that change")
+            log.info("law auto: %s %s", f, notes[f])
             continue
         init = (map_init_by_law or {}).get(f)
         post, err = _fit_family(table, f, ok, method, seed + 1009 * j, map_init=init,

@@ -11,6 +11,7 @@ functions are cached per law, data shapes and settings, with the data as argumen
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import jax
@@ -27,6 +28,7 @@ from planner.model.laws import Law
 from planner.model.numpyro_model import ModelData, mixture_model, reparam_values
 
 _COMPILED: dict = {}
+log = logging.getLogger("planner.inference")
 
 
 MODE_MAXITER = 500  # L-BFGS iterations per start of the mode search (Newton polishes the end)
@@ -247,8 +249,12 @@ def fit_nuts(law: Law, data: ModelData, seed: int, init_map: MapResult, num_warm
     rounds, samples = 1, kept(1)
     extend = num_chains * num_samples >= settings.min_kept_to_extend
     while extend and rounds < settings.max_sampling_rounds:
-        short = _short_of_goals(samples, law, settings)
-        if not short:
+        short, reachable = _short_of_goals(samples, law, settings, rounds)
+        if not short or not reachable:
+            if short:
+                log.info("%s: %s; more sampling would not reach the convergence goals "
+                         "within %d rounds, so it stops here", target, short,
+                         settings.max_sampling_rounds)
             break
         with reporter.phase(target, f"sampling round {rounds + 1} ({short})", n_iter,
                             chains=chains) as ph:
@@ -264,16 +270,22 @@ def fit_nuts(law: Law, data: ModelData, seed: int, init_map: MapResult, num_warm
                    seconds)
 
 
-def _short_of_goals(samples: dict, law: Law, s: NutsSettings) -> str:
-    """What keeps the draws short of the convergence goals (max r_hat <= ``s.r_hat_goal``, min
-    bulk ESS >= ``s.ess_goal``), or "" when they meet them."""
+def _short_of_goals(samples: dict, law: Law, s: NutsSettings, rounds: int = 1) -> tuple[str, bool]:
+    """(what keeps the draws short of the convergence goals, "" when they meet them; whether
+    more rounds can reach them). Goals: max r_hat <= ``s.r_hat_goal``, min bulk ESS >=
+    ``s.ess_goal``. Reachable: r_hat no worse than ``s.reachable_r_hat`` and the ESS, growing in
+    proportion to the iterations, at the goal within ``s.max_sampling_rounds``; chains further
+    off have not mixed, and more of the same sampling only costs time."""
     d = rank_diagnostics(samples, diagnostic_sites(law, samples))
     out = []
-    if np.isfinite(d["r_hat_max"]) and d["r_hat_max"] > s.r_hat_goal:
-        out.append(f"r_hat {d['r_hat_max']:.3f} > {s.r_hat_goal:g}")
+    r_hat = d["r_hat_max"] if np.isfinite(d["r_hat_max"]) else 1.0
+    if r_hat > s.r_hat_goal:
+        out.append(f"r_hat {r_hat:.3f} > {s.r_hat_goal:g}")
     if d["ess_bulk_min"] < s.ess_goal:
         out.append(f"ESS {d['ess_bulk_min']:.0f} < {s.ess_goal:g}")
-    return ", ".join(out)
+    reachable = (r_hat <= s.reachable_r_hat
+                 and d["ess_bulk_min"] * s.max_sampling_rounds / rounds >= s.ess_goal)
+    return ", ".join(out), reachable
 
 
 def nuts_diagnostics(run: NutsRun, law: Law) -> dict:

@@ -46,6 +46,9 @@ class NutsSettings:
                                      # default 2 x 500): with fewer, r_hat and ESS are too
                                      # noisy to act on (2 x 100 independent draws: max r_hat
                                      # 1.04, min ESS 48 over the k = 3 additive law's sites)
+    reachable_r_hat: float = 1.05    # chains beyond this (the warning threshold) have not
+                                     # mixed: no more rounds, nor when the ESS could not reach
+                                     # its goal within max_sampling_rounds
     max_sampling_rounds: int = 4     # at most 4x the requested sampling iterations; the
                                      # kept draws stay num_samples per chain (thinned more)
     chain_method: str = "parallel"   # chains split over the host's CPUs ("vectorized": one)

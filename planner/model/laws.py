@@ -49,6 +49,9 @@ class Law:
     params: tuple[ParamSpec, ...]
     point: Callable  # point(params: dict, logn, logd, h) -> loss (scalar)
     uses_mixture: bool = True
+    # the size axes ("N", "D") along which the law lets the mixture effect change: its
+    # parameters for that change are identified only by data at two or more levels of the axis
+    mixture_axes: tuple[str, ...] = ()
 
     def n_params(self, k: int) -> int:
         return sum(k if p.per_domain else 1 for p in self.params)
@@ -125,7 +128,8 @@ _gB = ParamSpec("gB", False, 1.0, 0.3, "data mixture exponent")
 
 LAWS: dict[str, Law] = {
     "additive": Law("additive", (_E, _C, _g, _A, _a, _B, _b), _additive),
-    "joint": Law("joint", (_E, _C, _g, _CA, _gA, _a, _CB, _gB, _b), _joint),
+    "joint": Law("joint", (_E, _C, _g, _CA, _gA, _a, _CB, _gB, _b), _joint,
+                 mixture_axes=("N", "D")),
     "chinchilla": Law("chinchilla", (_E, _A, _a, _B, _b), _chinchilla, uses_mixture=False),
 }
 

@@ -247,6 +247,7 @@ def test_fit_auto_with_one_family_fittable_and_equal_weight_fallback():
     but not without the held-out largest scale -> equal weights, and said so; 14 rows: only
     the additive -> weight 1. MAP fits keep this fast."""
     N, D, H = grid_design(6, [1e7, 1e8, 1e9], [1e9], seed=2)
+    D = D * np.where(np.arange(len(D)) % 2, 1.0, 2.0)  # two D levels: the joint law is identified
     table = _table(N, D, H)
     post = fit_auto(table, method="map", map_starts=4)
     ev = post.meta["stacking"]["web"]
@@ -263,6 +264,17 @@ def test_fit_auto_with_one_family_fittable_and_equal_weight_fallback():
     assert warm["warm_map_starts"] == 8 and set(warm["map_init_by_law"]) == {"additive"}
     with pytest.raises(Exception, match="more rows than parameters"):
         fit_auto(table.select(np.arange(len(table.frame)) < 8), method="map")
+
+
+def test_a_family_the_design_cannot_identify_is_not_fitted():
+    """Every row at D = 1e9 (as in RegMix): the joint law's data-size mixture terms (CB, gB,
+    b) would rest on their priors alone, so law auto fits the additive law only, and says why."""
+    N, D, H = grid_design(8, [1e7, 1e8, 1e9], [1e9], seed=4)
+    post = fit_auto(_table(N, D, H), method="map", map_starts=4)
+    assert post.meta["law_weights"]["web"] == {"additive": 1.0, "joint": 0.0}
+    note = post.meta["family_notes"]["joint"]
+    assert note.startswith("not fitted") and "with D" in note and "with N" not in note
+    assert post.meta["stacking"]["web"]["kind"] == "single"
 
 
 @pytest.mark.slow
@@ -295,6 +307,7 @@ def test_inner_fits_warm_start_only_from_fits_that_never_saw_the_held_out_runs()
     when none of the runs held out now was among their rows; otherwise they start cold (a
     start at a fit that saw a held-out run would leak it into the weights)."""
     N, D, H = grid_design(6, [1e7, 3e7, 1e8, 3e8], [1e9], seed=4)
+    D = D * np.where(np.arange(len(D)) % 2, 1.0, 2.0)  # two D levels: the joint law is identified
     table = _table(N, D, H)
     post = fit_auto(table, method="map", map_starts=4)
     assert post.meta["stacking"]["web"]["split"]["inner_warm_start"] is False
