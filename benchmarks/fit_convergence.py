@@ -1,7 +1,8 @@
 """Convergence and speed of the default fit on real-sized tables (issue 14, item 1).
 
 Two cases, each fitted with ``fit``'s DEFAULT method and settings (``planner.infer.options``) and
-the additive law (``planner fit``'s default):
+``--law`` (default ``auto``, ``planner fit``'s: every family law auto fits, combined by
+stacking; additive or joint alone with ``--law``):
 
   paper   a simulated table shaped like Shukor et al.'s LLM experiments
           (``tests.support.sim.paper_table``, seeded): 7 domains, 40 Dirichlet(1) mixtures x 5
@@ -12,14 +13,15 @@ the additive law (``planner fit``'s default):
           as ``benchmarks/regmix_core.py`` loads them (rows with scale != "1B").
 
 Per target it prints wall seconds (the whole ``fit`` call: Huber fit, mode search, warm-up,
-sampling, diagnostics; the first target of a case also pays for compiling), max r_hat and min
-bulk ESS over every law parameter (each component, natural scale, plus sigma and tau;
+sampling, diagnostics; with law auto every family's fit on all rows and without the held-out
+runs, but not the discrepancy's calibration; the first target of a case also pays for
+compiling), max r_hat and min bulk ESS (law auto: the worst over the families it weighs) over every law parameter (each component, natural scale, plus sigma and tau;
 rank-normalised, ArviZ), the divergence rate, and checks them against the goals:
 max r_hat <= 1.01, min bulk ESS >= 400, divergences <= 1 %, <= 180 s per target.
 Exit status 0 when every target meets every goal.
 
     PYTHONPATH=. .venv/bin/python benchmarks/fit_convergence.py [--cases paper,regmix]
-        [--targets arxiv,book] [--seed 0] [--law additive] [--json out.json]
+        [--targets arxiv,book] [--seed 0] [--law auto|additive|joint] [--json out.json]
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ from pathlib import Path
 from planner.core.jaxsetup import configure_jax
 
 configure_jax()  # float64 and the compilation cache, before JAX starts
-from planner.infer.dispatch import fit
+from planner.infer.auto import fit_law
 from planner.infer.options import NUTS_SETTINGS, FitOptions
 from planner.model.regmix import load_regmix
 from planner.model.runs import runs_from_frame
@@ -74,7 +76,7 @@ def main() -> int:
     ap.add_argument("--cases", default="paper,regmix")
     ap.add_argument("--targets", default=None, help="paper targets (default: all 7)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the simulated table")
-    ap.add_argument("--law", default="additive", help="law to fit (planner fit's default)")
+    ap.add_argument("--law", default="auto", help="law to fit (default: planner fit's, auto)")
     ap.add_argument("--data", default=str(REGMIX))
     ap.add_argument("--json", default=None)
     ap.add_argument("-v", "--verbose", action="store_true", help="log one line per fit phase")
@@ -89,14 +91,15 @@ def main() -> int:
     targets = a.targets.split(",") if a.targets else None
     for case, table, t in cases(a.cases.split(","), a.seed, a.data, targets):
         t0 = time.perf_counter()
-        post = fit(table, law=a.law, targets=[t], progress=sys.stderr.isatty())
+        post = fit_law(table, law=a.law, targets=[t], progress=sys.stderr.isatty())
         secs = time.perf_counter() - t0
         d = post[t].diagnostics
         row = {"case": case, "target": t, "n_obs": d["n_obs"], "n_runs": d["n_runs"],
                "seconds": round(secs, 1), "r_hat_max": d["r_hat_max"],
                "r_hat_worst": d.get("r_hat_worst"), "ess_bulk_min": d["ess_bulk_min"],
                "ess_worst": d.get("ess_worst"), "divergence_rate": d["divergence_rate"],
-               "mean_leapfrog_steps": d.get("mean_leapfrog_steps"),
+               "mean_leapfrog_steps": d.get("mean_leapfrog_steps", float("nan")),
+               "law_weights": d.get("law_weights"),
                "phase_seconds": d.get("phase_seconds"), "sampler_coords": d.get("sampler_coords")}
         fails = check(row)
         ok &= not fails

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,7 @@ from planner.calibrate.diagnose import (
 from planner.calibrate.trust import trust, with_reasons
 from planner.campaign.executors import make_executor
 from planner.campaign.executors.base import check_trainer
-from planner.campaign.journal import JOURNAL, JournalLog
+from planner.campaign.journal import JOURNAL, JournalLog, attach_journal
 from planner.campaign.ledger import Ledger
 from planner.campaign.lock import LOCK_NAME, CampaignLock
 from planner.campaign.loop import LoopResult, run_loop
@@ -59,7 +58,6 @@ from trainers.base import RunSpec, TrainerLoadError
 log = JournalLog("planner.campaign")
 
 
-LOG_NAME = "planner.log"
 
 
 # --------------------------------------------------------------------------------------------
@@ -80,7 +78,7 @@ def run_campaign(config, out: str | Path, *, executor=None, progress=None,
     if executor is None:                 # built here, fails before anything is created
         check_trainer(cfg.trainer.path, dict(cfg.trainer.args))
     cfg, ledger = open_campaign(cfg, out)
-    handler = _attach_log(Path(out))
+    handler = attach_journal(Path(out))
     ex = None
     try:
         planner = Planner(cfg, ledger, fitter=fitter)
@@ -104,14 +102,6 @@ def run_campaign(config, out: str | Path, *, executor=None, progress=None,
         ledger.close()
         JOURNAL.removeHandler(handler)
         handler.close()
-
-
-def _attach_log(d: Path) -> logging.Handler:
-    h = logging.FileHandler(d / LOG_NAME)
-    h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    h.setLevel(logging.INFO)
-    JOURNAL.addHandler(h)
-    return h
 
 
 # --------------------------------------------------------------------------------------------

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
+
+LOG_NAME = "planner.log"
 
 
 class JournalLog:
@@ -36,3 +39,13 @@ JOURNAL.setLevel(logging.INFO)
 
 
 JOURNAL.addHandler(logging.NullHandler())
+
+
+def attach_journal(campaign_dir: str | Path) -> logging.Handler:
+    """Send the journal to ``CAMPAIGN_DIR/planner.log`` (appended) until the returned handler
+    is removed from ``JOURNAL`` and closed."""
+    h = logging.FileHandler(Path(campaign_dir) / LOG_NAME)
+    h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    h.setLevel(logging.INFO)
+    JOURNAL.addHandler(h)
+    return h

@@ -19,7 +19,7 @@ from pathlib import Path
 from planner.calibrate.diagnose import cached_holdout
 from planner.calibrate.trust import trust
 from planner.campaign.executors import make_executor
-from planner.campaign.journal import JournalLog
+from planner.campaign.journal import JOURNAL, JournalLog, attach_journal
 from planner.campaign.ledger import Ledger
 from planner.campaign.loop import release_in_flight
 from planner.campaign.planner import RECOMMENDATION, Planner, load_posterior
@@ -101,10 +101,14 @@ def validate(campaign_dir: str | Path, mixtures=DEFAULT_MIXTURES, custom=(), N: 
         if x is not None and not (math.isfinite(float(x)) and float(x) > 0):
             raise InputError(f"{nm} must be a finite number > 0, got {x!r}")
     cfg, ledger = open_existing(campaign_dir)  # locked: a running planner refuses us here
+    handler = attach_journal(campaign_dir)
     try:
         N = float(N if N is not None else cfg.target_budget.N)
         D = float(D if D is not None else cfg.target_budget.D)
         limit = validation_timeout(cfg, N, D, timeout_s)
+        log.info("validate: N %.3g, D %.3g, mixtures %s, seeds %s, time limit per run %s", N, D,
+                 ",".join([*mixtures, *custom]), ",".join(map(str, seeds)),
+                 "none" if limit is None else f"{limit:g} s")
         plan = _plan(ledger, cfg, mixtures, custom, N, D, seeds, use_in_fit)
         new = [(s, i) for s, i in plan if ledger.run(s.run_id) is None]
         for spec, _ in plan:
@@ -125,8 +129,6 @@ def validate(campaign_dir: str | Path, mixtures=DEFAULT_MIXTURES, custom=(), N: 
             _use_usable_snapshot(planner)
         ids = [s.run_id for s, _ in plan]
         todo = [ledger.run(i) for i in ids if ledger.run(i).status == RunStatus.PROPOSED]
-        if todo and limit != cfg.executor.timeout_s:
-            log.info("validation runs' time limit: %s", "none" if limit is None else f"{limit:g} s")
         run_cfg = dataclasses.replace(cfg, executor=dataclasses.replace(cfg.executor,
                                                                         timeout_s=limit))
         trained = _execute(planner, run_cfg, todo, executor, campaign_dir,
@@ -135,10 +137,15 @@ def validate(campaign_dir: str | Path, mixtures=DEFAULT_MIXTURES, custom=(), N: 
         failed = [i for i in ids if ledger.run(i).status == RunStatus.FAILED]
         snap = (planner.recommendation or {}).get("snapshot")
         block = validation_block(ledger, dict(cfg.targets), planner.posterior, snap, seed=cfg.seed)
+        tr = trust(planner.posterior, cached_holdout(ledger.dir, snap), block)
+        log.info("validate: %d run(s) trained now, %d failed, trust %s", len(trained),
+                 len(failed), tr["level"])
         return {"run_ids": ids, "trained": trained, "failed": failed, "validation": block,
-                "trust": trust(planner.posterior, cached_holdout(ledger.dir, snap), block)}
+                "trust": tr}
     finally:
         ledger.close()
+        JOURNAL.removeHandler(handler)
+        handler.close()
 
 
 def _use_usable_snapshot(planner: Planner) -> None:

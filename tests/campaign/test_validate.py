@@ -54,6 +54,9 @@ def test_validate_records_marks_excludes_and_shows(tmp_path, capsys):
 
     r = validate(out, seeds=[0])
     assert len(r["run_ids"]) == 3 and sorted(r["trained"]) == sorted(r["run_ids"])
+    journal = (out / "planner.log").read_text()   # the campaign's journal records it
+    assert "validate: N 1e+08, D 2e+09, mixtures recommended,uniform,best-seen" in journal
+    assert "validate: 3 run(s) trained now, 0 failed, trust" in journal
     with Ledger.open(out, readonly=True) as lg:
         runs = {x.run_id: x for x in lg.runs() if x.source == "validation"}
         assert set(runs) == set(r["run_ids"])
