@@ -6,7 +6,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 from collections import Counter
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -23,14 +28,16 @@ from planner.core.errors import LedgerError
 from tests.support.fakefit import stub_fitter
 
 DOMS = ["a", "b", "c"]
+ROOT = Path(__file__).resolve().parents[2]
 
 
-def finished(tmp_path, state, executor="inprocess"):
+def finished(tmp_path, state, executor="inprocess", sleep_s=0.0):
     c = {"domains": DOMS, "targets": {"a": 1.0}, "target_budget": {"N": 1e8, "D": 2e9},
          "space": {"N": [1e6, 5e7], "D": [1e8, 1e9]}, "budget": {"max_runs": 6},
          "batch_size": 2, "acquisition": "random",
          "trainer": {"path": "tests.support.trainers:TinySynthetic",
-                     "args": {"domains": DOMS, "checkpoints": 2, "state_dir": str(state)}},
+                     "args": {"domains": DOMS, "checkpoints": 2, "state_dir": str(state),
+                              "sleep_s": sleep_s}},
          "executor": {"kind": executor},
          "fit": {"method": "map", "min_runs": 4, "background": False}}
     out = tmp_path / "camp"
@@ -137,6 +144,37 @@ def test_validate_resumes_after_interruption_and_kill(tmp_path):
     assert all(counts[i] == 1 for i in r["run_ids"])   # nothing trained twice, nothing lost
     names = {m["name"]: m for m in r["validation"]["mixtures"]}
     assert set(names) == {"uniform", "mine"} and all(len(m["run_ids"]) == 2 for m in names.values())
+
+
+def test_validate_killed_by_sigkill_resumes_with_the_same_command(tmp_path):
+    """A real `planner validate` process killed by SIGKILL after its first result: every
+    recorded result survives unchanged, and the same command completes the rest."""
+    state = tmp_path / "state"
+    out = finished(tmp_path, state, sleep_s=0.6)
+    cmd = [sys.executable, "-m", "planner.cli", "validate", str(out), "--mixtures", "uniform",
+           "--mixture", "mine=a:0.5,b:0.5", "--seeds", "0,1"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def recorded():
+        with Ledger.open(out, readonly=True) as lg:
+            val = {x.run_id for x in lg.runs() if x.source == "validation"}
+            return {r["run_id"]: r["losses"] for r in lg.results() if r["run_id"] in val}
+
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not recorded() and proc.poll() is None:
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    before = recorded()
+    assert 1 <= len(before) < 4, "the kill came too late to test a resume"
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    after = recorded()
+    assert len(after) == 4 and all(after[k] == v for k, v in before.items())
+    counts = trained(state)
+    assert all(counts[k] == 1 for k in before)   # a recorded run is never trained again
 
 
 def test_use_in_fit_bad_mixture_and_lock(tmp_path, capsys):
