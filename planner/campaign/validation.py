@@ -11,6 +11,7 @@ A validation run is recorded with source ``validation`` (records.VALIDATION_SOUR
 (N, D) (several seeds) are averaged in the block. The block::
 
     {"snapshot": id, "mixtures": [{"name", "N", "D", "h", "run_ids", "in_fit",
+      "objective_by_run": [one measured objective per run, in run_ids' order],
       "objective": {"measured", "mean", "lo", "hi", "inside"},
       "losses": {target: {"measured", "mean", "lo", "hi", "inside"}}}]}
 
@@ -27,11 +28,12 @@ import json
 
 import numpy as np
 
+from planner.calibrate.trust import RECOMMENDED
 from planner.campaign.records import VALIDATION_SOURCE
 from planner.core.errors import InputError
 from planner.core.types import RunStatus
 
-RECOMMENDED, UNIFORM, BEST_SEEN = "recommended", "uniform", "best-seen"
+UNIFORM, BEST_SEEN = "uniform", "best-seen"  # RECOMMENDED: trust judges its ranking
 
 
 DEFAULT_MIXTURES = (RECOMMENDED, UNIFORM, BEST_SEEN)
@@ -203,6 +205,8 @@ def validation_block(ledger, weights: dict[str, float], posterior, snapshot: int
         measured = {t: float(np.mean([l[t] for l in g["losses"]])) for t in ts}
         row = {"name": g["name"], "N": g["N"], "D": g["D"], "h": g["h"], "run_ids": g["run_ids"],
                "in_fit": g["in_fit"]}
+        if len(ts) == len(weights):
+            row["objective_by_run"] = [objective(l, weights) for l in g["losses"]]
         if posterior is not None and hasattr(posterior, "predictive_draws"):
             try:
                 row.update(predicted(posterior, g["N"], g["D"], g["h"], weights, measured, seed))

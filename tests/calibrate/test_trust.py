@@ -53,6 +53,35 @@ def test_low_on_a_held_out_check_or_a_validation_run_outside():
     assert with_reasons({"level": "ok", "reasons": []}, t["reasons"]) == t
 
 
+def _ranked(**runs) -> dict:
+    """A validation block at one (N, D): {name: [objective per run]}; every interval holds."""
+    cell = {"measured": 2.0, "mean": 2.0, "lo": 1.0, "hi": 3.0, "inside": True}
+    return {"snapshot": 3, "mixtures": [
+        {"name": n.replace("_", "-"), "N": 1e6, "D": 3e6, "h": {}, "run_ids": list(map(str, x)),
+         "objective_by_run": list(x), "objective": {**cell, "measured": sum(x) / len(x)}}
+        for n, x in runs.items()]}
+
+
+def test_low_when_another_mixture_beats_the_recommendation_beyond_seed_noise():
+    # the quickstart's validation (two seeds each): recommended 4.635, 4.677; uniform 4.501,
+    # 4.517; best-seen 4.542, 4.513. Pooled seed sd sqrt((8.57e-4 + 1.22e-4 + 4.33e-4) / 3) =
+    # 0.0217; uniform is 0.147 better, 6.8 standard errors (0.0217 sqrt(1/2 + 1/2))
+    t = trust(None, None, _ranked(recommended=[4.6351, 4.6765], uniform=[4.5009, 4.5165],
+                                  best_seen=[4.5422, 4.5128]))
+    assert t["level"] == "low" and len(t["reasons"]) == 1
+    assert t["reasons"][0].startswith("validation at N=1e+06, D=3e+06: uniform measured an "
+                                      "objective of 4.509, below the recommendation's 4.656 "
+                                      "by 0.147 (7 standard errors")
+    # within seed noise (0.01 apart with a spread of 0.02): no reason
+    assert trust(None, None, _ranked(recommended=[4.52, 4.54], uniform=[4.50, 4.52])) == \
+        {"level": "ok", "reasons": []}
+    # one run each: no spread to judge the ranking by, so none is judged
+    assert trust(None, None, _ranked(recommended=[4.9], uniform=[4.5]))["level"] == "ok"
+    # the recommendation best: ok
+    assert trust(None, None, _ranked(recommended=[4.40, 4.42], uniform=[4.50, 4.52]))["level"] \
+        == "ok"
+
+
 def test_a_failed_prediction_keeps_the_measured_values(tmp_path):
     from planner.campaign.validation import validation_block
 
