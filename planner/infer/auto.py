@@ -45,7 +45,8 @@ family's parameter medians (``law_medians``, to warm-start a campaign's next ref
 ``save``/``load``.
 
 Cost: one fit per family on all rows plus one per family on the rows below the held-out scale,
-i.e. four fits instead of one with two families (measured in docs/benchmarks.md). The
+i.e. four fits instead of one with two families (measured in docs/benchmarks.md); when the
+fits on all rows are NUTS, the ones below the held-out scale are Laplace (``INNER_METHOD``). The
 discrepancy (``calibrate``) of a combined posterior refits ``fit_auto`` on the rows below its own
 held-out scale (``planner.calibrate.heldout``), so it measures the error of the combination, as
 it measures a single law's.
@@ -308,6 +309,12 @@ def _as_init(med) -> dict:
             for f, m in (med or {}).items() if f in LAWS}
 
 
+# The fits below the held-out scale only score the held-out runs for the weights: with NUTS
+# fits on all rows they use the Laplace posterior of the same model, which takes seconds where
+# NUTS takes a minute (paper-shaped table, joint law), and the weights are a point estimate.
+INNER_METHOD = {"nuts": "laplace"}
+
+
 def _fit_family(table, law, targets, method, seed, **kw):
     try:
         return dispatch.fit(table, law=law, targets=targets, method=method, seed=seed, **kw), None
@@ -396,7 +403,8 @@ def fit_auto(table: RunsTable, law: str = AUTO, targets: list[str] | None = None
         held_runs = set(keys[mask])
         warm = inner_warm if inner_warm and inner_warm.get("init") and \
             not held_runs & set(inner_warm.get("runs", [])) else None
-        info = dict(info, inner_warm_start=warm is not None)
+        info = dict(info, inner_warm_start=warm is not None,
+                    inner_method=INNER_METHOD.get(method, method))
         for j, f in enumerate(fitted):
             need = LAWS[f].n_params(k)
             ok = [t for t in fits[f].targets
@@ -404,7 +412,8 @@ def fit_auto(table: RunsTable, law: str = AUTO, targets: list[str] | None = None
                   and np.isfinite(heldout.loss(t)).any()]
             if ok:
                 init = (warm or {}).get("init", {}).get(f)
-                post, err = _fit_family(inner_table, f, ok, method, seed + 104729 + 1009 * j,
+                post, err = _fit_family(inner_table, f, ok, INNER_METHOD.get(method, method),
+                                        seed + 104729 + 1009 * j,
                                         map_init=init,
                                         **_with_starts(ikw, init, warm_map_starts))
                 if post is not None:

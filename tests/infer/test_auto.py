@@ -311,6 +311,7 @@ def test_inner_fits_warm_start_only_from_fits_that_never_saw_the_held_out_runs()
     table = _table(N, D, H)
     post = fit_auto(table, method="map", map_starts=4)
     assert post.meta["stacking"]["web"]["split"]["inner_warm_start"] is False
+    assert post.meta["stacking"]["web"]["split"]["inner_method"] == "map"   # nuts -> laplace
     warm = warm_start_auto(post, DOMAINS3, 4)
     assert set(warm["inner_warm"]["init"]) == {"additive", "joint"}
     again = fit_auto(table, method="map", map_starts=4, **warm)
