@@ -46,7 +46,8 @@ family's parameter medians (``law_medians``, to warm-start a campaign's next ref
 
 Cost: one fit per family on all rows plus one per family on the rows below the held-out scale,
 i.e. four fits instead of one with two families (measured in docs/benchmarks.md); when the
-fits on all rows are NUTS, the ones below the held-out scale are Laplace (``INNER_METHOD``). The
+fits on all rows are NUTS, the ones below the held-out scale are Laplace, and they keep at most
+200 draws (``INNER_METHOD``, ``INNER_DRAWS``). The
 discrepancy (``calibrate``) of a combined posterior refits ``fit_auto`` on the rows below its own
 held-out scale (``planner.calibrate.heldout``), so it measures the error of the combination, as
 it measures a single law's.
@@ -309,10 +310,22 @@ def _as_init(med) -> dict:
             for f, m in (med or {}).items() if f in LAWS}
 
 
-# The fits below the held-out scale only score the held-out runs for the weights: with NUTS
-# fits on all rows they use the Laplace posterior of the same model, which takes seconds where
-# NUTS takes a minute (paper-shaped table, joint law), and the weights are a point estimate.
+# The fits below the held-out scale only score the held-out runs for the weights (a point
+# estimate): with NUTS fits on all rows they use the Laplace posterior of the same model, and at
+# most INNER_DRAWS draws. On the paper-shaped table the joint law's NUTS fit takes about a
+# minute and a 1,000-draw Laplace fit 35-45 s (its Metropolis moves cost per draw).
 INNER_METHOD = {"nuts": "laplace"}
+INNER_DRAWS = 200
+
+
+def _inner_kwargs(method: str, kw: dict) -> dict:
+    """``kw`` for a fit below the held-out scale: ``INNER_METHOD``, at most ``INNER_DRAWS``."""
+    out = dict(kw, method=INNER_METHOD.get(method, method))
+    chains = int(out.get("num_chains", FitOptions.num_chains))
+    if out["method"] != "map" and \
+            int(out.get("num_samples", FitOptions.num_samples)) * chains > INNER_DRAWS:
+        out["num_samples"] = max(1, INNER_DRAWS // chains)
+    return out
 
 
 def _fit_family(table, law, targets, method, seed, **kw):
@@ -398,13 +411,13 @@ def fit_auto(table: RunsTable, law: str = AUTO, targets: list[str] | None = None
     inner: dict[str, Posterior] = {}
     if mask is not None:
         inner_table, heldout = table.select(~mask), table.select(mask)
-        ikw = {**fit_kwargs, **(inner_fit_kwargs or {})}
+        ikw = _inner_kwargs(method, {**fit_kwargs, **(inner_fit_kwargs or {})})
         keys = table.run_keys()
         held_runs = set(keys[mask])
         warm = inner_warm if inner_warm and inner_warm.get("init") and \
             not held_runs & set(inner_warm.get("runs", [])) else None
         info = dict(info, inner_warm_start=warm is not None,
-                    inner_method=INNER_METHOD.get(method, method))
+                    inner_method=ikw["method"])
         for j, f in enumerate(fitted):
             need = LAWS[f].n_params(k)
             ok = [t for t in fits[f].targets
@@ -412,8 +425,7 @@ def fit_auto(table: RunsTable, law: str = AUTO, targets: list[str] | None = None
                   and np.isfinite(heldout.loss(t)).any()]
             if ok:
                 init = (warm or {}).get("init", {}).get(f)
-                post, err = _fit_family(inner_table, f, ok, INNER_METHOD.get(method, method),
-                                        seed + 104729 + 1009 * j,
+                post, err = _fit_family(inner_table, f, ok, seed=seed + 104729 + 1009 * j,
                                         map_init=init,
                                         **_with_starts(ikw, init, warm_map_starts))
                 if post is not None:

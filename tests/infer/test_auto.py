@@ -266,6 +266,18 @@ def test_fit_auto_with_one_family_fittable_and_equal_weight_fallback():
         fit_auto(table.select(np.arange(len(table.frame)) < 8), method="map")
 
 
+def test_fits_below_the_held_out_scale_are_laplace_with_few_draws():
+    from planner.infer.auto import INNER_DRAWS, _inner_kwargs
+
+    # planner fit's defaults (NUTS, 2 x 500): Laplace, 2 x 100 = INNER_DRAWS draws
+    kw = _inner_kwargs("nuts", {"num_samples": 500, "num_chains": 2, "num_warmup": 500})
+    assert kw["method"] == "laplace" and kw["num_samples"] * 2 == INNER_DRAWS == 200
+    # a campaign's Laplace refits (2 x 300) keep Laplace with 200 draws; fewer stay as asked
+    assert _inner_kwargs("laplace", {"num_samples": 300, "num_chains": 2})["num_samples"] == 100
+    assert _inner_kwargs("laplace", {"num_samples": 50, "num_chains": 2})["num_samples"] == 50
+    assert _inner_kwargs("map", {})["method"] == "map"
+
+
 def test_a_family_the_design_cannot_identify_is_not_fitted():
     """Every row at D = 1e9 (as in RegMix): the joint law's data-size mixture terms (CB, gB,
     b) would rest on their priors alone, so law auto fits the additive law only, and says why."""
