@@ -4,7 +4,6 @@ constructor rejects its args, or a bad prior_runs table, fails before anything i
 from __future__ import annotations
 
 import hashlib
-import os
 
 import pandas as pd
 import pytest
