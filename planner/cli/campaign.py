@@ -121,8 +121,11 @@ def _validate(args) -> int:
 
 
 def _timeout(text: str) -> float | str | None:
-    if text.strip().lower() in ("none", SCALED):
-        return None if text.strip().lower() == "none" else SCALED
+    word = text.strip().lower()
+    if word == "none":
+        return None
+    if word == SCALED:
+        return SCALED
     try:
         x = float(text)
     except ValueError:

@@ -22,7 +22,7 @@ from planner.infer import coords as cc
 from planner.infer.convergence import diagnostic_sites, rank_diagnostics
 from planner.infer.map import MapResult
 from planner.infer.mode import Mode, dynamic_args, posterior_mode, site_offsets
-from planner.infer.options import NUTS_SETTINGS, NutsSettings
+from planner.infer.options import NUTS_SETTINGS, R_HAT_WARN, NutsSettings
 from planner.infer.progress import Reporter
 from planner.model.laws import Law
 from planner.model.numpyro_model import ModelData, mixture_model, reparam_values
@@ -306,8 +306,9 @@ def nuts_diagnostics(run: NutsRun, law: Law) -> dict:
 def diagnostic_warnings(d: dict) -> list[str]:
     """Plain-language warnings for bad sampler diagnostics."""
     out = []
-    if np.isfinite(d.get("r_hat_max", np.nan)) and d["r_hat_max"] > 1.05:
-        out.append(f"chains disagree (max r_hat {d['r_hat_max']:.3f} > 1.05): run more warm-up/draws")
+    if np.isfinite(d.get("r_hat_max", np.nan)) and d["r_hat_max"] > R_HAT_WARN:
+        out.append(f"chains disagree (max r_hat {d['r_hat_max']:.3f} > {R_HAT_WARN}): run more "
+                   "warm-up/draws")
     if d.get("ess_bulk_min", np.inf) < 100:
         out.append(f"few effective draws (min ESS {d['ess_bulk_min']:.0f} < 100): intervals are noisy")
     if d.get("divergence_rate", 0.0) > 0.01:

@@ -26,6 +26,9 @@ class FitOptions:
     map_starts: int = 32    # random starts of the Huber (MAP) fit
 
 
+R_HAT_WARN = 1.05  # a fit whose max r_hat is above this is warned about: chains disagree
+
+
 @dataclass(frozen=True)
 class NutsSettings:
     """How ``nuts`` runs its chains (``planner.infer.nuts``)."""
@@ -46,7 +49,7 @@ class NutsSettings:
                                      # default 2 x 500): with fewer, r_hat and ESS are too
                                      # noisy to act on (2 x 100 independent draws: max r_hat
                                      # 1.04, min ESS 48 over the k = 3 additive law's sites)
-    reachable_r_hat: float = 1.05    # chains beyond this (the warning threshold) have not
+    reachable_r_hat: float = R_HAT_WARN  # chains beyond the warning threshold have not
                                      # mixed: no more rounds, nor when the ESS could not reach
                                      # its goal within max_sampling_rounds
     max_sampling_rounds: int = 4     # at most 4x the requested sampling iterations; the
